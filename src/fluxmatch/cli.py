@@ -1,0 +1,169 @@
+"""The ``fluxmatch`` command line: ``train``, ``sample`` and ``evaluate`` (logic in :mod:`fluxmatch.pipeline`).
+
+Bad input (a :class:`~fluxmatch.errors.FluxMatchError`, a missing file, or a bad option) ends
+the program with one line ``fluxmatch: error: <message>`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from .errors import FluxMatchError
+
+PROG = "fluxmatch"
+EXIT_BAD_INPUT = 2
+DEFAULT_RUN = "runs/ring-flux"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str):
+        _fail(message)
+
+
+def _fail(message: str):
+    text = " ".join(str(message).split()) or "unknown error"
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 128,128, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 128,128, got {text!r}")
+    return widths
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Flux Matching generative models: train, sample, evaluate.")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate}")
+    commands.required = True
+
+    train = commands.add_parser("train", help="train a field and write a run directory", description="Train a field, sample it and evaluate the samples; every option has a default (the ring demo).")
+    train.add_argument("--data", default="ring", help="toy set (ring, 8gaussians, moons, checkerboard, spirals) or a .npy/.npz/.csv file (default: ring)")
+    train.add_argument("--objective", default="flux", choices=("flux", "dsm"), help="training objective (default: flux)")
+    train.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
+    train.add_argument("--batch-size", type=int, default=512, help="batch size (default: 512)")
+    train.add_argument("--sigma", type=float, default=0.2236, help="noise level σ > 0 in data units (default: 0.2236)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--out", default=None, help="run directory (default: runs/<data>-<objective>)")
+    train.add_argument("--hidden", type=_hidden, default=(128, 128), help="MLP hidden widths (default: 128,128)")
+    train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
+    train.add_argument("--horizon-sampler", default="uniform", choices=("uniform", "exponential"), help="flux horizon sampler (default: uniform)")
+    train.add_argument("--divergence", default="auto", choices=("auto", "exact", "hutchinson"), help="flux divergence estimator (default: auto)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out up to --steps")
+    train.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    train.add_argument("--eval-samples", type=int, default=2000, help="samples drawn for evaluation (default: 2000)")
+    train.add_argument("--sample-steps", type=int, default=2000, help="Langevin steps for sampling (default: 2000)")
+    train.add_argument("--step-size", type=float, default=0.005, help="Langevin step size ε (default: 0.005)")
+
+    sample = commands.add_parser("sample", help="draw samples from a trained run", description="Draw Langevin samples from a trained run's EMA field.")
+    sample.add_argument("--run", default=DEFAULT_RUN, help=f"run directory (default: {DEFAULT_RUN})")
+    sample.add_argument("--n", type=int, default=2000, help="number of samples (default: 2000)")
+    sample.add_argument("--steps", type=int, default=None, help="Langevin steps (default: the run's)")
+    sample.add_argument("--step-size", type=float, default=None, help="Langevin step size (default: the run's)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sample.add_argument("--out", default=None, help="output .npy file (default: <run>/samples-seed<K>.npy)")
+
+    evaluate = commands.add_parser("evaluate", help="print sample metrics of a trained run as JSON", description="Sample a trained run and print metrics against held-out data as JSON.")
+    evaluate.add_argument("--run", default=DEFAULT_RUN, help=f"run directory (default: {DEFAULT_RUN})")
+    evaluate.add_argument("--data", default=None, help="data to compare with (default: the run's own, held out)")
+    evaluate.add_argument("--n", type=int, default=2000, help="number of samples and data points (default: 2000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    evaluate.add_argument("--steps", type=int, default=None, help="Langevin steps (default: the run's)")
+    evaluate.add_argument("--step-size", type=float, default=None, help="Langevin step size (default: the run's)")
+    return parser
+
+
+def _default_out(data: str, objective: str) -> str:
+    name = Path(data).stem if Path(data).suffix else data
+    return str(Path("runs") / f"{name}-{objective}")
+
+
+def _number(value) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+
+
+def _train(args) -> None:
+    from .pipeline import train_run
+
+    out = args.out or _default_out(args.data, args.objective)
+    result = train_run(
+        data=args.data,
+        objective=args.objective,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        sigma=args.sigma,
+        seed=args.seed,
+        out=out,
+        hidden=args.hidden,
+        lr=args.lr,
+        horizon_sampler=args.horizon_sampler,
+        divergence=args.divergence,
+        resume=args.resume,
+        progress=not args.no_progress,
+        n_eval=args.eval_samples,
+        sample_steps=args.sample_steps,
+        step_size=args.step_size,
+    )
+    train = result["train"]
+    print(
+        f"trained {args.objective} on {args.data} for {train['steps']} steps "
+        f"in {train['wall_time_s']:.1f} s (median {_number(train['median_step_ms'])} ms/step)"
+    )
+    print(f"{'metric':<10} {'samples':>10} {'floor':>10}")
+    for key in ("w2", "sliced_w2", "mmd", "energy"):
+        print(f"{key:<10} {_number(result[key]):>10} {_number(result.get('floor_' + key)):>10}")
+    if result.get("mean_abs_curl") is not None:
+        print(f"mean |curl| of the field on held-out data: {_number(result['mean_abs_curl'])}")
+    print("wrote:")
+    for name in result["files"]:
+        print(f"  {Path(out) / name}")
+
+
+def _sample(args) -> None:
+    from .pipeline import sample_run
+
+    out = args.out or str(Path(args.run) / f"samples-seed{args.seed}.npy")
+    samples = sample_run(args.run, n=args.n, steps=args.steps, step_size=args.step_size, seed=args.seed, out=out)
+    print(f"wrote {samples.shape[0]} samples of shape {tuple(samples.shape[1:])} to {out}")
+
+
+def _evaluate(args) -> None:
+    from .pipeline import evaluate_run
+
+    metrics = evaluate_run(args.run, data=args.data, n=args.n, seed=args.seed, steps=args.steps, step_size=args.step_size)
+    print(json.dumps(metrics, indent=2))
+
+
+COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI on ``argv`` (default: ``sys.argv[1:]``); returns 0 on success.
+
+    Bad input raises ``SystemExit(2)`` after printing ``fluxmatch: error: <message>`` to stderr.
+    """
+    args = _build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except FluxMatchError as err:
+        _fail(str(err))
+    except FileNotFoundError as err:
+        _fail(f"{err.strerror or 'file not found'}: {err.filename}" if err.filename else str(err))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

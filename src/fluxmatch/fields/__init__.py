@@ -1,0 +1,51 @@
+"""Vector fields: any ``torch.nn.Module`` called as ``field(x, c)`` returning a tensor shaped like x.
+
+``c`` is the conditioning (σ for noise-conditioned fields, t for flow matching, None for a
+fixed-σ field). Wrap a module that takes only ``x`` with :class:`Unconditional`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import FluxMatchError
+from .mlp import MLPField, MLPPotential
+
+
+class Unconditional(nn.Module):
+    """Adapts a module ``g(x)`` to the field convention ``f(x, c) = g(x)``."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor, c=None) -> torch.Tensor:
+        return self.module(x)
+
+
+def call_field(field, x: torch.Tensor, c=None) -> torch.Tensor:
+    """``field(x, c)``, checking that the output has the input's shape."""
+    out = field(x, c)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise FluxMatchError(f"the field returned shape {shape} for input of shape {tuple(x.shape)}: a field must map x to a tensor shaped like x")
+    return out
+
+
+FIELD_TYPES = {"mlp": MLPField, "mlp_potential": MLPPotential}
+
+
+def build_field(config: dict) -> nn.Module:
+    """Rebuild a field from its ``config`` dict (as stored in a checkpoint)."""
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in FIELD_TYPES:
+        raise FluxMatchError(f"unknown field type {kind!r}: expected one of {sorted(FIELD_TYPES)}")
+    try:
+        return FIELD_TYPES[kind](**config)
+    except TypeError as err:
+        raise FluxMatchError(f"bad field config {config}: {err}") from None
+
+
+__all__ = ["MLPField", "MLPPotential", "Unconditional", "call_field", "build_field", "FIELD_TYPES"]

@@ -1,0 +1,31 @@
+"""Training objectives with one interface: ``objective(field, x, reference=None) -> ObjectiveOutput``."""
+
+from __future__ import annotations
+
+from ..errors import FluxMatchError
+from .base import ObjectiveOutput
+from .dsm import DenoisingScoreMatching
+from .flux import FluxMatching
+from .horizon import ExponentialHorizon, UniformHorizon
+
+OBJECTIVES = {"flux": FluxMatching, "dsm": DenoisingScoreMatching}
+
+
+def build_objective(config: dict):
+    """Rebuild an objective from its ``config`` dict (name plus constructor arguments)."""
+    config = dict(config)
+    name = config.pop("name", None)
+    if name not in OBJECTIVES:
+        raise FluxMatchError(f"unknown objective {name!r}: expected one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name](**config)
+
+
+__all__ = [
+    "ObjectiveOutput",
+    "FluxMatching",
+    "DenoisingScoreMatching",
+    "UniformHorizon",
+    "ExponentialHorizon",
+    "OBJECTIVES",
+    "build_objective",
+]

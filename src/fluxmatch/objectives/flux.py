@@ -1,0 +1,234 @@
+"""The Flux Matching objective at a fixed noise level σ (MATH.md §2–3).
+
+Per start point x0 ~ p_σ and horizon t ~ q on [0, H], the surrogate
+
+    ℓ(x0, t) = −(2 / q(t)) · f_θ(x0) · sg( E[(∂X_t/∂x0)ᵀ ∇r_θ(X_t) | x0] )
+
+has the gradient of the flux objective J(f) = ∫_0^H E_p[r P_t r] dt, whose minimisers are exactly
+the fields that leave p_σ stationary. MATH.md writes u_θ = f_θ − s in place of f_θ; the two
+surrogates differ by 2 s(x0)·sg(…), which does not depend on θ, so their gradients are equal and
+the score at x0 is never computed.
+
+The estimator is assembled from named parts:
+:mod:`~fluxmatch.reference` (p_σ and its closed-form derivatives),
+:mod:`~fluxmatch.dynamics` (reference paths, transport of ∇r back to x0),
+:mod:`~fluxmatch.stationarity` (r and ∇r of the field),
+:mod:`~fluxmatch.objectives.horizon` (q).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..dynamics import DYNAMICS, component_ou, reference_langevin, transport_back
+from ..errors import FluxMatchError, check_sigma
+from ..fields import MLPPotential, call_field
+from ..reference import EmpiricalGaussian, GaussianMixture
+from ..stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
+from .base import ObjectiveOutput, check_batch
+from .horizon import make_horizon_sampler
+
+
+ESTIMATORS = ("potential", "product", "gradient")
+
+
+class FluxMatching(nn.Module):
+    """Flux Matching loss at a fixed σ.
+
+    Args:
+        sigma: noise level σ > 0 of the reference p_σ (data units).
+        horizon: H, the largest horizon, in relaxation times (reference: 4).
+        dynamics: "component" (exact OU of each start point's mixture component; exactly
+            p_σ-reversible, no time stepping) or "langevin" (the paper's K-substep simulation
+            of the full reference's Langevin diffusion).
+        substeps: K for ``dynamics="langevin"``.
+        divergence: "auto" (exact for d ≤ 8), "exact" or "hutchinson" (Rademacher probes).
+        n_probes: Hutchinson probes per point.
+        horizon_sampler: "uniform", "exponential" (learned by REINFORCE) or a module with the
+            same ``sample`` / ``reinforce_loss`` methods.
+        rao_blackwell: share every endpoint's signal among all start points by their transition
+            weights (lower variance, one extra B×B pass) instead of using only its own start.
+        stratified: stratify the batch's horizons over [0, H].
+        estimator: how ∂J/∂θ is estimated.
+            "potential" (default): the dual form of J = E|∇φ|²/σ² (H → ∞). A scalar potential
+            network g learns ∇g ≈ −∇φ by a denoising regression and the field follows it; no
+            B×B work, no horizon. Needs ``dim`` (or a ``potential`` module).
+            "product": ``2 ∂_θr(x0) · r(X_t)/q(t)``, the exact gradient of ∫_0^H E[r K_t r] dt
+            for the chosen kernel (self-adjointness of K_t; no Jacobian approximation).
+            "gradient": MATH.md eq. (4), ``−2 u(x0) · ∂X_t/∂x0ᵀ ∇r(X_t)/q(t)`` with ∂X_t/∂x0 ≈ ρ I.
+            The horizon, dynamics, divergence and Rao-Blackwell options apply to the last two.
+        dim: number of coordinates of one data point (for the default potential network).
+        potential: a module with ``gradient(x, c)`` (e.g. :class:`~fluxmatch.fields.MLPPotential`).
+        potential_hidden: hidden widths of the default potential network.
+        field_lr_scale, potential_lr_scale: learning-rate multipliers of the two players of the
+            potential estimator (see :meth:`param_groups`).
+
+    Call: ``objective(field, x, reference=None)`` with x of shape (B, ...); the field is called
+    as ``field(z, sigma)`` with a (B,) tensor of σ. With ``reference`` (e.g. an analytic
+    :class:`~fluxmatch.reference.GaussianMixture`) the start points are drawn from it instead
+    of from the batch-smoothed p_σ; x then only sets B and the event shape.
+
+    Example:
+        >>> field = MLPField(2)
+        >>> objective = FluxMatching(sigma=0.2236, dim=2)
+        >>> out = objective(field, torch.randn(512, 2))
+        >>> out.loss.mean().backward()
+    """
+
+    def __init__(
+        self,
+        sigma: float = 0.2236,
+        horizon: float = 4.0,
+        dynamics: str = "component",
+        substeps: int = 4,
+        divergence: str = "auto",
+        n_probes: int = 1,
+        horizon_sampler: str | nn.Module = "exponential",
+        rao_blackwell: bool = True,
+        stratified: bool = True,
+        estimator: str = "potential",
+        dim: int | None = None,
+        potential: nn.Module | None = None,
+        potential_hidden: tuple[int, ...] = (128, 128),
+        field_lr_scale: float = 0.25,
+        potential_lr_scale: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if dynamics not in DYNAMICS:
+            raise FluxMatchError(f"unknown reference dynamics {dynamics!r}: expected one of {DYNAMICS}")
+        self.sigma = check_sigma(sigma)
+        self.horizon_sampler = make_horizon_sampler(horizon_sampler, horizon, stratified)
+        self.horizon_kind = horizon_sampler if isinstance(horizon_sampler, str) else type(horizon_sampler).__name__
+        self.stratified = bool(stratified)
+        self.horizon = self.horizon_sampler.horizon
+        self.dynamics = dynamics
+        self.substeps = int(substeps)
+        self.divergence = divergence
+        self.n_probes = int(n_probes)
+        self.rao_blackwell = bool(rao_blackwell)
+        if estimator not in ESTIMATORS:
+            raise FluxMatchError(f"unknown flux estimator {estimator!r}: expected one of {ESTIMATORS}")
+        self.estimator = estimator
+        self.dim = dim
+        self.potential_hidden = tuple(potential_hidden)
+        self.field_lr_scale = float(field_lr_scale)
+        self.potential_lr_scale = float(potential_lr_scale)
+        self.potential = None
+        if estimator == "potential":
+            if potential is None and dim is None:
+                raise FluxMatchError("the potential estimator needs the data dimension: FluxMatching(dim=d) or a potential module")
+            self.potential = potential if potential is not None else MLPPotential(dim, self.potential_hidden)
+
+    @property
+    def config(self) -> dict:
+        return {
+            "name": "flux",
+            "sigma": self.sigma,
+            "horizon": self.horizon,
+            "dynamics": self.dynamics,
+            "substeps": self.substeps,
+            "divergence": self.divergence,
+            "n_probes": self.n_probes,
+            "horizon_sampler": self.horizon_kind,
+            "rao_blackwell": self.rao_blackwell,
+            "stratified": self.stratified,
+            "estimator": self.estimator,
+            "dim": self.dim,
+            "potential_hidden": list(self.potential_hidden),
+            "field_lr_scale": self.field_lr_scale,
+            "potential_lr_scale": self.potential_lr_scale,
+        }
+
+    def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
+        """Optimizer parameter groups: the field, and the objective's own learnable parts.
+
+        The potential estimator is a two-timescale game: its potential must track the field,
+        so it learns ``potential_lr_scale / field_lr_scale`` times faster than the field.
+        """
+        if self.potential is None:
+            return [{"params": [*field.parameters(), *self.parameters()], "lr": lr}]
+        return [
+            {"params": list(field.parameters()), "lr": lr * self.field_lr_scale},
+            {"params": list(self.potential.parameters()), "lr": lr * self.potential_lr_scale},
+        ]
+
+    def forward(self, field, x: torch.Tensor, reference: GaussianMixture | None = None) -> ObjectiveOutput:
+        x = check_batch(x)
+        b = x.shape[0]
+        sigma = x.new_full((b,), self.sigma)
+        if self.estimator == "potential":
+            return self._potential_form(field, x, reference, sigma)
+        ref = EmpiricalGaussian(x, self.sigma) if reference is None else reference
+        t, q = self.horizon_sampler.sample(b, sigma)
+        draw = ref.sample_components(b)
+        if self.dynamics == "component":
+            paths = component_ou(draw, t, self.sigma)
+        else:
+            paths = reference_langevin(ref, draw.x, t, self.sigma, self.substeps)
+        if self.estimator == "gradient":
+            surrogate, reward, r_end = self._gradient_form(field, ref, paths, q, sigma, x.shape)
+        else:
+            surrogate, reward, r_end = self._product_form(field, ref, paths, q, sigma, x.shape)
+        loss = surrogate + self.horizon_sampler.reinforce_loss(t, sigma, reward)
+        terms = {
+            "surrogate": float(surrogate.detach().mean()),
+            "residual_rms": float(r_end.square().mean().sqrt()),
+        }
+        return ObjectiveOutput(loss, terms)
+
+    def _potential_form(self, field, x, reference, sigma) -> ObjectiveOutput:
+        """J = E|∇φ|²/σ² through its dual: ∇g_ψ fits −∇φ by regression, the field follows ∇g_ψ.
+
+        With ``u = f − s = ∇φ + w`` (w ⊥ gradients in L²(p)), ``E|∇g + u|² = E|∇g + ∇φ|² + E|w|²``
+        is minimised by ∇g = −∇φ whatever w is. s(x0) is the exact score of the batch-smoothed
+        reference p_σ (``rao_blackwell=True``: the posterior mean over the batch of the denoising
+        target, one B×B pass) or the denoising target −ε/σ itself (x0 = x + σε); either changes
+        that loss by a θ-independent amount in expectation. Given the potential, the field's
+        surrogate ``−2 f(x0)·sg(∇g(x0))/σ²`` has gradient 2E[∂_θu·∇φ]/σ² = ∂_θJ: the H → ∞ limit
+        of MATH.md eq. (4) in the same σ² time unit.
+        """
+        if reference is None and self.rao_blackwell:
+            batch = EmpiricalGaussian(x, self.sigma)
+            x0 = batch.sample_components().x.reshape(x.shape)
+            score_target = batch.score(x0)
+        elif reference is None:
+            eps = torch.randn_like(x)
+            x0 = x + self.sigma * eps
+            score_target = -eps / self.sigma
+        else:
+            x0 = reference.sample(x.shape[0]).reshape(x.shape)
+            score_target = reference.score(x0)
+        f0 = call_field(field, x0, sigma)
+        v = self.potential.gradient(x0, sigma)
+        fit = (v + f0.detach() - score_target).reshape(x.shape[0], -1).square().sum(1)
+        surrogate = -2.0 * (f0 * v.detach()).reshape(x.shape[0], -1).sum(1) / self.sigma**2
+        flux = v.detach().reshape(x.shape[0], -1).square().sum(1).mean() / self.sigma**2
+        terms = {"surrogate": float(surrogate.detach().mean()), "potential_fit": float(fit.detach().mean()), "flux_estimate": float(flux)}
+        return ObjectiveOutput(fit + surrogate, terms)
+
+    def _gradient_form(self, field, ref, paths, q, sigma, shape):
+        """ℓ_i = −2 f(x0_i)·sg(Σ_j W_ij ρ_ij ∇r(X_j)/q_j): MATH.md eq. (4)."""
+        residual = residual_and_gradient(field, ref, paths.end.reshape(shape), sigma, self.divergence, self.n_probes)
+        signal = residual.gradient / q[:, None]
+        pulled = transport_back(paths, signal, self.rao_blackwell)
+        f0 = call_field(field, paths.start.reshape(shape), sigma).reshape(shape[0], -1)
+        reward = (paths.transport[:, None] * signal).square().sum(1)
+        return -2.0 * (f0 * pulled).sum(1), reward, residual.value
+
+    def _product_form(self, field, ref, paths, q, sigma, shape):
+        """ℓ_i = 2 r_θ(x0_i)·sg(Σ_j W_ij (r(X_j) − r̄)/q_j): ∂J = 2∫ E[∂_θ r(x0) r(X_t)] dt.
+
+        Exact for any p-reversible kernel (no transport approximation). r_θ keeps only its
+        θ-dependent part ∇·f + f·s; r̄, the batch mean of r, is a control variate (E_p[r] = 0).
+        """
+        r_end = stationarity_residual(field, ref, paths.end.reshape(shape), sigma, self.divergence, self.n_probes)
+        signal = ((r_end - r_end.mean()) / q)[:, None]
+        pulled = transport_back(paths, signal, self.rao_blackwell, transport=False)[:, 0]
+        x0 = paths.start.reshape(shape)
+        with torch.enable_grad():
+            z = x0.detach().requires_grad_(not hasattr(field, "forward_and_jvp"))
+            f0, div0 = field_and_divergence(field, z, sigma, self.divergence, self.n_probes)
+        s0 = ref.score(x0).reshape(shape[0], -1)
+        r_theta = div0 + (f0.reshape(shape[0], -1) * s0).sum(1)
+        return 2.0 * r_theta * pulled, signal[:, 0].square(), r_end

@@ -1,0 +1,346 @@
+"""Reference densities: the distribution a field must leave stationary (MATH.md §3).
+
+Both references are isotropic Gaussian mixtures
+
+    p(z) = Σ_k π_k N(z; μ_k, v_k I),        z ∈ R^d,
+
+and everything the Flux Matching estimator needs from them has a closed form:
+the score, its divergence, the gradient of that divergence and Hessian-vector products.
+No autograd runs through a reference, which is what makes the estimator cheap.
+
+- :class:`GaussianMixture`: an analytic mixture (tests, toy experiments), optionally smoothed
+  by N(0, σ²I) (``v_k → v_k + σ²``).
+- :class:`EmpiricalGaussian`: the minibatch ``x_1..x_B`` smoothed by N(0, σ²I), i.e. the mixture
+  with ``μ_k = x_k``, ``v_k = σ²``, ``π_k = 1/B``. Works for any event shape (vectors, images):
+  points are flattened internally and results come back in the caller's shape.
+
+All pairwise work is O(P·K·d) and done in row chunks so that memory stays bounded
+(``chunk_elements`` entries of a P×K matrix at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .errors import FluxMatchError, check_sigma
+
+_CHUNK_ELEMENTS = 2**22
+_SECOND_MOMENT_MAX_DIM = 8
+
+
+@dataclass
+class ScoreDerivatives:
+    """Closed-form local quantities of log p at points z (flattened to (P, d)).
+
+    Attributes:
+        score: (P, d) ∇log p(z).
+        divergence: (P,) ∇·s(z) = Δ log p(z).
+        grad_divergence: (P, d) ∇(∇·s)(z).
+        hessian_score: (P, d) ∇s(z) · s(z) = ½∇|s|² (∇s is the Hessian of log p, symmetric).
+        hessian_v: (P, d) ∇s(z) · v for the vector v given to :meth:`GaussianMixture.derivatives`,
+            or None when no v was given.
+    """
+
+    score: torch.Tensor
+    divergence: torch.Tensor
+    grad_divergence: torch.Tensor
+    hessian_score: torch.Tensor
+    hessian_v: torch.Tensor | None = None
+
+
+@dataclass
+class ComponentDraw:
+    """Points drawn from a mixture together with the component that produced each.
+
+    ``x = mean + sqrt(variance) · noise``, shapes (n, d), (n, d), (n,), (n, d).
+    """
+
+    x: torch.Tensor
+    mean: torch.Tensor
+    variance: torch.Tensor
+    noise: torch.Tensor
+
+
+def _sqdist(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
+    """(P, K) squared distances |a_i − b_k|², clamped at 0 against round-off."""
+    return torch.addmm(a.square().sum(1, keepdim=True) + b_sq, a, b.T, alpha=-2.0).clamp_min(0.0)
+
+
+class GaussianMixture:
+    """Isotropic Gaussian mixture ``p(z) = Σ_k π_k N(z; μ_k, v_k I)``.
+
+    Args:
+        means: (K, d) component means.
+        variances: (K,) or scalar, component variances v_k > 0 (units of z²).
+        weights: (K,) mixture weights π_k ≥ 0 (normalised here); uniform if None.
+        chunk_elements: largest P×K block held in memory at once.
+
+    Example:
+        >>> gm = GaussianMixture(torch.tensor([[-2., 0.], [2., 0.]]), 0.25)
+        >>> z = gm.sample(1000)
+        >>> gm.score(z).shape
+        torch.Size([1000, 2])
+    """
+
+    def __init__(
+        self,
+        means: torch.Tensor,
+        variances: torch.Tensor | float,
+        weights: torch.Tensor | None = None,
+        chunk_elements: int = _CHUNK_ELEMENTS,
+    ) -> None:
+        means = torch.as_tensor(means, dtype=torch.float32)
+        if means.ndim != 2 or means.shape[0] == 0:
+            raise FluxMatchError(f"mixture means must have shape (K, d) with K ≥ 1, got {tuple(means.shape)}")
+        if not torch.isfinite(means).all():
+            raise FluxMatchError("mixture means contain NaN or inf")
+        k = means.shape[0]
+        variances = torch.as_tensor(variances, dtype=means.dtype, device=means.device).reshape(-1)
+        if variances.numel() == 1:
+            variances = variances.expand(k).clone()
+        if variances.shape != (k,) or not bool((variances > 0).all()) or not torch.isfinite(variances).all():
+            raise FluxMatchError("mixture variances must be positive and finite, one per component or one for all")
+        if weights is None:
+            weights = torch.full((k,), 1.0 / k, dtype=means.dtype, device=means.device)
+        weights = torch.as_tensor(weights, dtype=means.dtype, device=means.device).reshape(-1)
+        if weights.shape != (k,) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+            raise FluxMatchError("mixture weights must be K non-negative numbers with a positive sum")
+        self.means = means
+        self.variances = variances
+        self.weights = weights / weights.sum()
+        self.chunk_elements = chunk_elements
+        self._log_weights = self.weights.clamp_min(1e-38).log()
+        self._means_sq = means.square().sum(1)[None]
+        self._shared_variance = bool((variances == variances[0]).all())
+        self._center = means.mean(0)
+        self._features: torch.Tensor | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def smoothed(self, sigma: float) -> "GaussianMixture":
+        """The mixture convolved with N(0, σ²I): ``v_k → v_k + σ²``."""
+        sigma = check_sigma(sigma)
+        return GaussianMixture(self.means, self.variances + sigma**2, self.weights, self.chunk_elements)
+
+    # -- pointwise quantities -------------------------------------------------------------------
+
+    def _flat(self, z: torch.Tensor) -> torch.Tensor:
+        flat = z.reshape(z.shape[0], -1)
+        if flat.shape[1] != self.dim:
+            raise FluxMatchError(
+                f"points of shape {tuple(z.shape[1:])} have {flat.shape[1]} coordinates, "
+                f"the reference density has {self.dim}"
+            )
+        return flat
+
+    def _log_joint(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, K) log π_k N(z; μ_k, v_k) and the (P, K) squared distances."""
+        sq = _sqdist(z, self.means, self._means_sq)
+        v = self.variances
+        log_joint = self._log_weights - 0.5 * sq / v - 0.5 * self.dim * torch.log(2 * math.pi * v)
+        return log_joint, sq
+
+    def _chunks(self, n: int):
+        step = max(1, self.chunk_elements // max(1, self.n_components))
+        for start in range(0, n, step):
+            yield slice(start, min(n, start + step))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z), shape (P,) for z of shape (P, ...). Differentiable in z."""
+        flat = self._flat(z)
+        return torch.cat([torch.logsumexp(self._log_joint(flat[r])[0], 1) for r in self._chunks(flat.shape[0])])
+
+    def posterior(self, z: torch.Tensor) -> torch.Tensor:
+        """(P, K) responsibilities w_k(z) = P(component k | z). Dense: use on small P·K."""
+        flat = self._flat(z)
+        return torch.cat([torch.softmax(self._log_joint(flat[r])[0], 1) for r in self._chunks(flat.shape[0])])
+
+    def score(self, z: torch.Tensor) -> torch.Tensor:
+        """∇log p(z), same shape as z: ``Σ_k w_k(z)(μ_k − z)/v_k``."""
+        flat = self._flat(z).detach()
+        out = torch.empty_like(flat)
+        inv_v = 1.0 / self.variances
+        for rows in self._chunks(flat.shape[0]):
+            zc = flat[rows]
+            if self._shared_variance:
+                zc = zc - self._center
+                out[rows] = (self._shared_responsibilities(zc) @ (self.means - self._center) - zc) * inv_v[0]
+            else:
+                wv = torch.softmax(self._log_joint(zc)[0], 1) * inv_v
+                out[rows] = wv @ self.means - zc * wv.sum(1, keepdim=True)
+        return out.reshape(z.shape)
+
+    def derivatives(self, z: torch.Tensor, v: torch.Tensor | None = None) -> ScoreDerivatives:
+        """Score, its divergence, the gradient of the divergence and ∇s·v at z, in closed form.
+
+        With responsibilities w_k, component scores a_k = (μ_k − z)/v_k and s = Σ w_k a_k:
+
+            ∇s        = Σ_k w_k a_k a_kᵀ − s sᵀ − (Σ_k w_k / v_k) I
+            ∇·s       = Σ_k w_k |a_k|² − |s|² − d Σ_k w_k / v_k
+            ∇(∇·s)    = Σ_k w_k (a_k − s)(|a_k|² − d / v_k) − 2 Σ_k w_k a_k / v_k − 2 (∇s) s
+
+        When all components share one variance v (the batch reference) these reduce to moments
+        of the responsibilities, m = Σ w_k μ_k and C = Σ w_k (μ_k − m)(μ_k − m)ᵀ:
+        s = (m − z)/v, ∇s = C/v² − I/v, ∇·s = tr C/v² − d/v, ∇(∇·s) = Σ_k w_k |μ_k − m|²(μ_k − m)/v³,
+        all read off one product of the P×K responsibilities with per-component features.
+
+        Args:
+            z: (P, ...) points, flattened to (P, d).
+            v: optional (P, ...) vectors for the Hessian-vector product.
+
+        Returns:
+            :class:`ScoreDerivatives` with tensors in flattened (P, d) / (P,) shape.
+        """
+        flat = self._flat(z).detach()
+        vflat = None if v is None else v.detach().reshape(flat.shape)
+        if self._shared_variance:
+            return self._derivatives_shared(flat, vflat)
+        return self._derivatives_general(flat, vflat)
+
+    def _shared_features(self) -> torch.Tensor:
+        """(K, F) per-component features [μ, |μ|²μ, |μ|², vec(μμᵀ) if d ≤ 8] (centred means)."""
+        if self._features is None:
+            mu = self.means - self._center
+            mu_sq = mu.square().sum(1, keepdim=True)
+            parts = [mu, mu_sq * mu, mu_sq]
+            if self.dim <= _SECOND_MOMENT_MAX_DIM:
+                parts.append((mu[:, :, None] * mu[:, None, :]).reshape(len(mu), -1))
+            self._features = torch.cat(parts, 1)
+        return self._features
+
+    def _shared_responsibilities(self, zc: torch.Tensor) -> torch.Tensor:
+        """(Pc, K) responsibilities for centred points, by one fused matrix product."""
+        v = float(self.variances[0])
+        mu = self.means - self._center
+        bias = self._log_weights - 0.5 * mu.square().sum(1) / v  # the |z|² term cancels in the softmax
+        return torch.softmax(torch.addmm(bias[None], zc, mu.T, alpha=1.0 / v), 1)
+
+    def _derivatives_shared(self, flat: torch.Tensor, vflat: torch.Tensor | None) -> ScoreDerivatives:
+        p, d = flat.shape
+        v = float(self.variances[0])
+        feats = self._shared_features()
+        mu = self.means - self._center
+        out = {k: torch.empty_like(flat) for k in ("score", "grad_div", "hs")}
+        div = flat.new_empty(p)
+        hv = None if vflat is None else torch.empty_like(flat)
+        for rows in self._chunks(p):
+            zc = flat[rows] - self._center
+            w = self._shared_responsibilities(zc)
+            moments = w @ feats
+            m, third, q2 = moments[:, :d], moments[:, d : 2 * d], moments[:, 2 * d]
+            vectors = [m, (m - zc) / v] + ([] if vflat is None else [vflat[rows]])
+            if d <= _SECOND_MOMENT_MAX_DIM:
+                second = moments[:, 2 * d + 1 :].reshape(-1, d, d)  # Σ w μμᵀ
+                m2x = [(second @ x[:, :, None])[:, :, 0] for x in vectors]
+            else:  # Σ_k w_k μ_k (μ_k·x) without forming d×d matrices
+                xs = torch.stack(vectors, 1)  # (Pc, n, d)
+                m2x = list(((xs @ mu.T) * w[:, None, :] @ mu).unbind(1))
+            m_sq = m.square().sum(1, keepdim=True)
+
+            def cov_times(x: torch.Tensor, m2x_: torch.Tensor) -> torch.Tensor:
+                return m2x_ - m * (m * x).sum(1, keepdim=True)
+
+            s = vectors[1]
+            hs = cov_times(s, m2x[1]) / v**2 - s / v
+            out["score"][rows] = s
+            out["hs"][rows] = hs
+            div[rows] = (q2 - m_sq[:, 0]) / v**2 - d / v
+            out["grad_div"][rows] = (third - 2 * m2x[0] - m * q2[:, None] + 2 * m_sq * m) / v**3
+            if hv is not None:
+                hv[rows] = cov_times(vectors[2], m2x[2]) / v**2 - vectors[2] / v
+        return ScoreDerivatives(out["score"], div, out["grad_div"], out["hs"], hv)
+
+    def _derivatives_general(self, z: torch.Tensor, v: torch.Tensor | None) -> ScoreDerivatives:
+        """Any component variances: O(P·K·d) per quantity, several P×K passes."""
+        flat = z
+        vflat = v
+        p, d = flat.shape
+        score = torch.empty_like(flat)
+        div = flat.new_empty(p)
+        grad_div = torch.empty_like(flat)
+        hs = torch.empty_like(flat)
+        hv = None if v is None else torch.empty_like(flat)
+        inv_v = 1.0 / self.variances  # (K,)
+        means_over_v = self.means * inv_v[:, None]  # (K, d)
+        for rows in self._chunks(p):
+            zc = flat[rows]
+            log_joint, sq = self._log_joint(zc)
+            w = torch.softmax(log_joint, 1)  # (Pc, K)
+            wv = w * inv_v  # w_k / v_k
+            wv_sum = wv.sum(1, keepdim=True)  # Σ w_k / v_k
+            # Σ_k c_ik a_ik for a (Pc, K) coefficient matrix c, with a_ik = (μ_k − z_i)/v_k
+            def weighted_a(c: torch.Tensor) -> torch.Tensor:
+                return c @ means_over_v - zc * (c * inv_v).sum(1, keepdim=True)
+
+            s = weighted_a(w)
+            a_sq = sq * inv_v.square()  # |a_ik|²
+            s_sq = s.square().sum(1)
+            div_c = (w * a_sq).sum(1) - s_sq - d * wv_sum[:, 0]
+
+            def hess_times(x: torch.Tensor) -> torch.Tensor:
+                # ∇s·x = Σ_k w_k a_k (a_k·x) − s (s·x) − (Σ w_k/v_k) x
+                a_dot_x = (x @ means_over_v.T - (zc * x).sum(1, keepdim=True) * inv_v)  # (Pc, K)
+                return weighted_a(w * a_dot_x) - s * (s * x).sum(1, keepdim=True) - wv_sum * x
+
+            e = w * (a_sq - d * inv_v)
+            hs_c = hess_times(s)
+            grad_div_c = weighted_a(e) - s * e.sum(1, keepdim=True) - 2 * weighted_a(wv) - 2 * hs_c
+            score[rows], div[rows], grad_div[rows], hs[rows] = s, div_c, grad_div_c, hs_c
+            if hv is not None:
+                hv[rows] = hess_times(vflat[rows])
+        return ScoreDerivatives(score, div, grad_div, hs, hv)
+
+    # -- sampling -------------------------------------------------------------------------------
+
+    def sample_components(self, n: int, generator: torch.Generator | None = None) -> ComponentDraw:
+        """Draw n points, returning each point's component mean, variance and unit noise."""
+        if n <= 0:
+            raise FluxMatchError(f"number of samples must be positive, got {n}")
+        idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        noise = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype, device=self.means.device)
+        mean, var = self.means[idx], self.variances[idx]
+        return ComponentDraw(mean + var.sqrt()[:, None] * noise, mean, var, noise)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(n, d) samples."""
+        return self.sample_components(n, generator).x
+
+
+class EmpiricalGaussian(GaussianMixture):
+    """The batch-smoothed empirical density ``p_σ(z) = (1/B) Σ_j N(z; x_j, σ²I)``.
+
+    Args:
+        batch: (B, ...) data points of any event shape.
+        sigma: smoothing standard deviation σ > 0 (data units).
+
+    Its score is ``(Σ_j w_j(z) x_j − z)/σ²`` with ``w = softmax_j(−|z − x_j|²/2σ²)``.
+    :meth:`sample_components` draws the start points ``x_j + σ ε_j`` of the estimator, one per
+    batch element in batch order, so that the component of start point j is x_j itself.
+    """
+
+    def __init__(self, batch: torch.Tensor, sigma: float, chunk_elements: int = _CHUNK_ELEMENTS) -> None:
+        sigma = check_sigma(sigma)
+        if batch.ndim < 2 or batch.shape[0] == 0:
+            raise FluxMatchError(f"a batch must have shape (B, ...) with B ≥ 1, got {tuple(batch.shape)}")
+        self.event_shape = tuple(batch.shape[1:])
+        self.sigma = float(sigma)
+        flat = batch.detach().reshape(batch.shape[0], -1).to(torch.float32)
+        super().__init__(flat, self.sigma**2, None, chunk_elements)
+
+    def sample_components(self, n: int | None = None, generator: torch.Generator | None = None) -> ComponentDraw:
+        """Start points ``x_j + σ ε_j`` for every batch element (n, if given, must equal B)."""
+        b = self.n_components
+        if n is not None and n != b:
+            raise FluxMatchError(f"an empirical reference draws one start point per batch element ({b}), not {n}")
+        noise = torch.randn(self.means.shape, generator=generator, dtype=self.means.dtype, device=self.means.device)
+        return ComponentDraw(self.means + self.sigma * noise, self.means, self.variances, noise)
+

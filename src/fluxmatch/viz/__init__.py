@@ -1,0 +1,6 @@
+"""Headless (Agg) plots saved as PNG: samples beside data, vector fields, curl, training curves."""
+
+from .fields import plot_curl, plot_field, plot_fields
+from .samples import plot_loss_curve, plot_samples
+
+__all__ = ["plot_samples", "plot_field", "plot_curl", "plot_fields", "plot_loss_curve"]

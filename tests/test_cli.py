@@ -1,0 +1,126 @@
+"""The ``fluxmatch`` command line: train / sample / evaluate, and one-line errors for bad input."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fluxmatch.cli import main
+
+TINY = ["--steps", "30", "--batch-size", "64", "--hidden", "16,16", "--eval-samples", "200", "--sample-steps", "100", "--no-progress"]
+METRIC_KEYS = {"w2", "sliced_w2", "mmd", "energy", "floor_w2", "floor_sliced_w2", "floor_mmd", "floor_energy"}
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_cli(argv):
+    """The exit code of ``main(argv)`` run in-process (0, or the SystemExit code)."""
+    try:
+        code = main(argv)
+    except SystemExit as exit:
+        code = exit.code
+    return code
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "ring-flux"
+    assert run_cli(["train", "--data", "ring", "--objective", "flux", "--sigma", "0.3", "--seed", "1", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_the_run_directory(trained):
+    for name in ("model.safetensors", "config.json", "metrics.json", "log.csv", "samples.png", "field.png", "samples.npy", "loss.png"):
+        assert (trained / name).is_file(), name
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["mean_abs_curl"] >= 0
+    assert metrics["train"]["steps"] == 30
+    assert metrics["sampler"]["n_steps"] == 100 and metrics["sampler"]["step_size"] == 0.005
+    assert np.load(trained / "samples.npy").shape == (200, 2)
+    assert json.loads((trained / "config.json").read_text())["objective"]["sigma"] == 0.3
+
+
+def test_train_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "dsm"
+    assert run_cli(["train", "--objective", "dsm", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "w2" in printed and "floor" in printed and str(out / "model.safetensors") in printed
+
+
+def test_sample_writes_npy(trained, tmp_path):
+    out = tmp_path / "s.npy"
+    assert run_cli(["sample", "--run", str(trained), "--n", "50", "--steps", "20", "--step-size", "0.005", "--seed", "3", "--out", str(out)]) == 0
+    samples = np.load(out)
+    assert samples.shape == (50, 2) and np.isfinite(samples).all()
+
+
+def test_evaluate_prints_json(trained, capsys):
+    assert run_cli(["evaluate", "--run", str(trained), "--n", "100", "--seed", "2", "--steps", "50"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert METRIC_KEYS <= set(metrics)
+    assert all(np.isfinite(metrics[k]) for k in METRIC_KEYS)
+
+
+@pytest.fixture
+def bad_files(tmp_path, trained):
+    nan = np.random.default_rng(0).normal(size=(50, 2))
+    nan[7, 1] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    np.savetxt(tmp_path / "three.csv", np.random.default_rng(0).normal(size=(40, 3)), delimiter=",")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(trained, corrupt)
+    payload = (corrupt / "model.safetensors").read_bytes()
+    (corrupt / "model.safetensors").write_bytes(payload[: len(payload) // 2])
+    return tmp_path
+
+
+BAD_INPUTS = {
+    "unknown data": (["train", "--data", "no-such-data", *TINY], "unknown data set"),
+    "NaN data": (["train", "--data", "{tmp}/nan.npy", *TINY], "NaN"),
+    "sigma 0": (["train", "--sigma", "0", *TINY], "σ"),
+    "sigma -1": (["train", "--sigma", "-1", *TINY], "σ"),
+    "unknown objective": (["train", "--objective", "gan"], "invalid choice"),
+    "missing run (sample)": (["sample", "--run", "{tmp}/nowhere"], "does not exist"),
+    "missing run (evaluate)": (["evaluate", "--run", "{tmp}/nowhere"], "does not exist"),
+    "corrupt checkpoint": (["evaluate", "--run", "{tmp}/corrupt", "--n", "50"], "model.safetensors"),
+    "wrong-dimensional data": (["evaluate", "--run", "{trained}", "--data", "{tmp}/three.csv", "--n", "50"], "shape"),
+    "no command": ([], "required"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_code_2(case, bad_files, trained, capsys, monkeypatch):
+    monkeypatch.chdir(bad_files)  # default run directories land in tmp
+    argv, fragment = BAD_INPUTS[case]
+    argv = [a.format(tmp=bad_files, trained=trained) for a in argv]
+    assert run_cli(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("fluxmatch: error: ") and fragment in lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("argv", [["train", "--sigma", "0"], ["evaluate", "--run", "{tmp}/corrupt"]])
+def test_module_entry_point_has_no_traceback(argv, bad_files):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    argv = [a.format(tmp=bad_files) for a in argv]
+    result = subprocess.run([sys.executable, "-m", "fluxmatch", *argv], capture_output=True, text=True, env=env, cwd=bad_files, timeout=120)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fluxmatch: error: ")
