@@ -51,7 +51,7 @@ def compare(data, dim, hidden, batch, sigma, repeats, warmup=10):
     """Median ms per step for flux and DSM, interleaved."""
     torch.manual_seed(0)
     steps = {
-        "flux": step_timer(FluxMatching(sigma=sigma, dim=dim, potential_hidden=hidden), MLPField(dim, hidden), data, batch),
+        "flux": step_timer(FluxMatching(sigma=sigma, dim=dim), MLPField(dim, hidden), data, batch),
         "dsm": step_timer(DenoisingScoreMatching(sigma=sigma), MLPField(dim, hidden), data, batch),
     }
     times = {k: [] for k in steps}

@@ -18,13 +18,6 @@ METRIC_KEYS = {"w2", "sliced_w2", "mmd", "energy", "floor_w2", "floor_sliced_w2"
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def run_cli(argv):
     """The exit code of ``main(argv)`` run in-process (0, or the SystemExit code)."""

@@ -32,6 +32,18 @@ def _fail(message: str):
     raise SystemExit(EXIT_BAD_INPUT)
 
 
+def _clip(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'none', got {text!r}")
+    return value
+
+
 def _hidden(text: str) -> tuple[int, ...]:
     try:
         widths = tuple(int(p) for p in text.split(","))
@@ -57,7 +69,9 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="run directory (default: runs/<data>-<objective>)")
     train.add_argument("--hidden", type=_hidden, default=(128, 128), help="MLP hidden widths (default: 128,128)")
     train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
-    train.add_argument("--horizon-sampler", default="uniform", choices=("uniform", "exponential"), help="flux horizon sampler (default: uniform)")
+    train.add_argument("--estimator", default="potential", choices=("potential", "product", "gradient"), help="flux gradient estimator (default: potential)")
+    train.add_argument("--horizon-sampler", default="exponential", choices=("uniform", "exponential"), help="flux horizon sampler for the product/gradient estimators (default: exponential)")
+    train.add_argument("--grad-clip", type=_clip, default=1.0, help="largest gradient norm per parameter group, or 'none' (default: 1.0)")
     train.add_argument("--divergence", default="auto", choices=("auto", "exact", "hutchinson"), help="flux divergence estimator (default: auto)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out up to --steps")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -108,11 +122,13 @@ def _train(args) -> None:
         lr=args.lr,
         horizon_sampler=args.horizon_sampler,
         divergence=args.divergence,
+        grad_clip=args.grad_clip,
         resume=args.resume,
         progress=not args.no_progress,
         n_eval=args.eval_samples,
         sample_steps=args.sample_steps,
         step_size=args.step_size,
+        **({"estimator": args.estimator} if args.objective == "flux" else {}),
     )
     train = result["train"]
     print(

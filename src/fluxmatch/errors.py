@@ -12,12 +12,17 @@ class FluxMatchError(ValueError):
     """Bad input to fluxmatch: the message says what is wrong and, where it can, how to fix it."""
 
 
+def check_positive(value, name: str) -> float:
+    """Return ``value`` as a float, or raise naming ``name`` if it is not a positive finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise FluxMatchError(f"{name} must be a positive finite number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise FluxMatchError(f"{name} must be a positive finite number, got {value!r}")
+    return number
+
+
 def check_sigma(sigma) -> float:
     """Return σ as a float, or raise if it is not a positive finite number."""
-    try:
-        value = float(sigma)
-    except (TypeError, ValueError):
-        raise FluxMatchError(f"σ must be a positive finite number, got {sigma!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise FluxMatchError(f"σ must be a positive finite number, got {sigma!r}")
-    return value
+    return check_positive(sigma, "σ")

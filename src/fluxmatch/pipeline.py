@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .data import TOY_DATASETS, DataSource, load_data
-from .errors import FluxMatchError, check_sigma
+from .errors import FluxMatchError, check_positive, check_sigma
 from .fields import MLPField
 from .metrics import mean_abs_curl, sample_metrics
 from .objectives import DenoisingScoreMatching, FluxMatching
@@ -46,16 +46,6 @@ def _positive_int(value, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise FluxMatchError(f"{name} must be an integer ≥ {minimum}, got {value!r}")
     return int(value)
-
-
-def _positive_float(value, name: str) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise FluxMatchError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(number) or number <= 0:
-        raise FluxMatchError(f"{name} must be a positive number, got {value!r}")
-    return number
 
 
 def parse_hidden(hidden) -> tuple[int, ...]:
@@ -83,7 +73,7 @@ def _data_spec(spec) -> str:
     return str(Path(spec).resolve())
 
 
-def make_objective(name: str, sigma: float, horizon_sampler: str = "uniform", divergence: str = "auto", dim: int | None = None, **options):
+def make_objective(name: str, sigma: float, horizon_sampler: str = "exponential", divergence: str = "auto", dim: int | None = None, **options):
     """The objective called ``name`` ("flux" or "dsm") at noise level ``sigma``.
 
     ``horizon_sampler``, ``divergence``, ``dim`` (coordinates per data point, for Flux
@@ -95,7 +85,7 @@ def make_objective(name: str, sigma: float, horizon_sampler: str = "uniform", di
         raise FluxMatchError(f"unknown objective {name!r}: expected one of {', '.join(OBJECTIVE_NAMES)}")
     if name == "dsm":
         extra = dict(options)
-        if horizon_sampler != "uniform":
+        if horizon_sampler != "exponential":
             extra["horizon_sampler"] = horizon_sampler
         if divergence != "auto":
             extra["divergence"] = divergence
@@ -125,7 +115,7 @@ def _draw(run: LoadedRun, n: int, steps, step_size, seed: int, progress: bool = 
     n = _positive_int(n, "the number of samples")
     sampler = run.config.get("sampler") or {}
     steps = _positive_int(sampler.get("n_steps", 2000) if steps is None else steps, "the number of sampler steps", minimum=0)
-    step_size = _positive_float(sampler.get("step_size", 0.005) if step_size is None else step_size, "the sampler step size")
+    step_size = check_positive(sampler.get("step_size", 0.005) if step_size is None else step_size, "the sampler step size")
     shape = run.event_shape
     d = math.prod(shape)
     data = run.config.get("data") or {}
@@ -269,8 +259,9 @@ def train_run(
     out="runs/demo",
     hidden=(128, 128),
     lr: float = 1e-3,
-    horizon_sampler: str = "uniform",
+    horizon_sampler: str = "exponential",
     divergence: str = "auto",
+    grad_clip: float | None = 1.0,
     resume: bool = False,
     progress: bool = True,
     n_eval: int = 2000,
@@ -289,6 +280,7 @@ def train_run(
         sigma: noise level σ of the objective (data units).
         out: run directory.
         hidden: MLP hidden widths, e.g. (128, 128) or "128,128".
+        grad_clip: largest gradient norm per parameter group (None: no clipping).
         horizon_sampler, divergence, objective_options: Flux Matching settings
             (see :class:`~fluxmatch.objectives.FluxMatching`).
         resume: continue an interrupted run in ``out`` up to ``steps``.
@@ -308,7 +300,7 @@ def train_run(
     batch_size = _positive_int(batch_size, "batch size")
     n_eval = _positive_int(n_eval, "the number of evaluation samples", minimum=2)
     sample_steps = _positive_int(sample_steps, "the number of sampler steps", minimum=0)
-    step_size = _positive_float(step_size, "the sampler step size")
+    step_size = check_positive(step_size, "the sampler step size")
     seed = _positive_int(seed, "seed", minimum=0)
     out = Path(out)
 
@@ -318,7 +310,13 @@ def train_run(
     torch.manual_seed(seed)
     field = MLPField(math.prod(source.dim), hidden)
     config = TrainConfig(
-        steps=steps, batch_size=batch_size, lr=lr, seed=seed, progress=progress, log_every=min(50, max(1, steps // 20))
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        grad_clip=grad_clip,
+        progress=progress,
+        log_every=min(50, max(1, steps // 20)),
     )
     sampler = {"step_size": step_size, "n_steps": sample_steps, "n": n_eval}
     summary = Trainer(field, objective_module, source, config, out, sampler=sampler).fit(resume=resume)

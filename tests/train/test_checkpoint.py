@@ -15,14 +15,6 @@ from fluxmatch.train import EMA, Trainer, TrainConfig, load_run, load_training_s
 from fluxmatch.train import checkpoint as checkpoint_module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models: extra intra-op threads only add synchronisation cost on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_run(out, steps=12):
     torch.manual_seed(0)

@@ -17,13 +17,6 @@ from fluxmatch.train import Trainer, TrainConfig, load_run
 STEPS = 30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 class Interrupted(Exception):
     """Stands for a crash (e.g. the machine going away) in the middle of training."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import ot
 import torch
 
 from ..errors import FluxMatchError
@@ -85,6 +84,8 @@ def wasserstein2(x, y) -> float:
             "use sliced_wasserstein2 or subsample"
         )
     a_np, b_np = a.numpy(), b.numpy()
+    import ot  # POT: imported where used, it is the heaviest import of the package
+
     cost = ot.dist(a_np, b_np, metric="sqeuclidean")
     # The default iteration cap (1e5) stops the simplex early for a few thousand points.
     w2_sq = ot.emd2(np.full(n, 1.0 / n), np.full(m, 1.0 / m), cost, numItermax=max(100_000, 50 * n * m))
