@@ -90,7 +90,7 @@ class FluxMatching(nn.Module):
         estimator: str = "potential",
         dim: int | None = None,
         potential: nn.Module | None = None,
-        potential_hidden: tuple[int, ...] = (64, 64),
+        potential_hidden: tuple[int, ...] = (128, 128),
         field_lr_scale: float = 0.25,
         potential_lr_scale: float = 10.0,
     ) -> None:
