@@ -306,9 +306,10 @@ def train_run(
 
     spec = _data_spec(data)
     source = DataSource.from_spec(spec, seed=seed)
-    objective_module = make_objective(objective, sigma, horizon_sampler, divergence, dim=math.prod(source.dim), **objective_options)
+    # seeded before any network is built, the field first: the same seed gives every objective the same initial field
     torch.manual_seed(seed)
     field = MLPField(math.prod(source.dim), hidden)
+    objective_module = make_objective(objective, sigma, horizon_sampler, divergence, dim=math.prod(source.dim), **objective_options)
     config = TrainConfig(
         steps=steps,
         batch_size=batch_size,
