@@ -70,6 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=_hidden, default=(128, 128), help="MLP hidden widths (default: 128,128)")
     train.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default: 1e-3)")
     train.add_argument("--estimator", default="potential", choices=("potential", "product", "gradient"), help="flux gradient estimator (default: potential)")
+    train.add_argument("--dynamics", default="component", choices=("component", "langevin"), help="reference kernel of the product/gradient estimators (default: component)")
     train.add_argument("--horizon-sampler", default="exponential", choices=("uniform", "exponential"), help="flux horizon sampler for the product/gradient estimators (default: exponential)")
     train.add_argument("--grad-clip", type=_clip, default=1.0, help="largest gradient norm per parameter group, or 'none' (default: 1.0)")
     train.add_argument("--divergence", default="auto", choices=("auto", "exact", "hutchinson"), help="flux divergence estimator (default: auto)")
@@ -128,7 +129,7 @@ def _train(args) -> None:
         n_eval=args.eval_samples,
         sample_steps=args.sample_steps,
         step_size=args.step_size,
-        **({"estimator": args.estimator} if args.objective == "flux" else {}),
+        **({"estimator": args.estimator, "dynamics": args.dynamics} if args.objective == "flux" else {}),
     )
     train = result["train"]
     print(

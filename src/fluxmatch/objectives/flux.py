@@ -47,8 +47,10 @@ class FluxMatching(nn.Module):
         n_probes: Hutchinson probes per point.
         horizon_sampler: "uniform", "exponential" (learned by REINFORCE) or a module with the
             same ``sample`` / ``reinforce_loss`` methods.
-        rao_blackwell: share every endpoint's signal among all start points by their transition
-            weights (lower variance, one extra B×B pass) instead of using only its own start.
+        rao_blackwell: product/gradient estimators: share every endpoint's signal among all start
+            points by their transition weights instead of using only its own start; potential
+            estimator: regress on the batch reference's exact score instead of the denoising
+            target −ε/σ (its posterior mean). Lower variance for one B×B pass either way.
         stratified: stratify the batch's horizons over [0, H].
         estimator: how ∂J/∂θ is estimated.
             "potential" (default): the dual form of J = E|∇φ|²/σ² (H → ∞). A scalar potential
