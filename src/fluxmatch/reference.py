@@ -344,3 +344,39 @@ class EmpiricalGaussian(GaussianMixture):
         noise = torch.randn(self.means.shape, generator=generator, dtype=self.means.dtype, device=self.means.device)
         return ComponentDraw(self.means + self.sigma * noise, self.means, self.variances, noise)
 
+
+
+def grouped_denoising_target(batch: torch.Tensor, sigma: float, group_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start points ``x0_j = x_j + σε_j`` and a Rao-Blackwellised denoising target for each.
+
+    The batch is split at random into G equal groups of about ``group_size`` points; each start
+    point's target is the exact score of the σ-smoothed mixture of its own group,
+    ``Σ_{k∈S} w_k(x0)(x_k − x0)/σ²``. Given its group S and x0, the generating index j is a
+    uniform member of S a priori, so this is ``E[−ε_j/σ | S, x0]``: the same expectation as the
+    denoising target −ε/σ with less variance, at cost O(B·|S|·d) instead of O(B²·d).
+    ``group_size=None`` (or a size that does not split B evenly) uses the whole batch.
+
+    Args:
+        batch: (B, ...) data points.
+        sigma: smoothing σ > 0.
+        group_size: target group size.
+
+    Returns:
+        x0 and the target, both shaped like ``batch``.
+    """
+    sigma = check_sigma(sigma)
+    b = batch.shape[0]
+    groups = 1 if group_size is None else max(1, math.ceil(b / group_size))
+    if groups == 1 or b % groups:
+        reference = EmpiricalGaussian(batch, sigma)
+        x0 = reference.sample_components().x.reshape(batch.shape)
+        return x0, reference.score(x0)
+    flat = batch.detach().reshape(b, -1).float()
+    x = flat[torch.randperm(b, device=flat.device)].reshape(groups, b // groups, -1)  # (G, M, d)
+    x0 = x + sigma * torch.randn_like(x)
+    center = x.mean(1, keepdim=True)
+    xc, zc = x - center, x0 - center
+    bias = -0.5 * xc.square().sum(2)[:, None, :] / sigma**2  # (G, 1, M): the |z|² term cancels
+    w = torch.softmax(torch.baddbmm(bias, zc, xc.transpose(1, 2), alpha=1.0 / sigma**2), dim=2)
+    target = (torch.bmm(w, xc) - zc) / sigma**2
+    return x0.reshape(batch.shape), target.reshape(batch.shape)

@@ -24,7 +24,7 @@ from torch import nn
 from ..dynamics import DYNAMICS, component_ou, reference_langevin, transport_back
 from ..errors import FluxMatchError, check_sigma
 from ..fields import MLPPotential, call_field
-from ..reference import EmpiricalGaussian, GaussianMixture
+from ..reference import EmpiricalGaussian, GaussianMixture, grouped_denoising_target
 from ..stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
 from .base import ObjectiveOutput, check_batch
 from .horizon import make_horizon_sampler
@@ -65,6 +65,9 @@ class FluxMatching(nn.Module):
         potential_hidden: hidden widths of the default potential network.
         field_lr_scale, potential_lr_scale: learning-rate multipliers of the two players of the
             potential estimator (see :meth:`param_groups`).
+        target_group: potential estimator with ``rao_blackwell``: size of the random batch groups
+            whose smoothed score is the regression target (None: the whole batch; see
+            :func:`~fluxmatch.reference.grouped_denoising_target`).
 
     Call: ``objective(field, x, reference=None)`` with x of shape (B, ...); the field is called
     as ``field(z, sigma)`` with a (B,) tensor of σ. With ``reference`` (e.g. an analytic
@@ -95,6 +98,7 @@ class FluxMatching(nn.Module):
         potential_hidden: tuple[int, ...] = (128, 128),
         field_lr_scale: float = 0.25,
         potential_lr_scale: float = 10.0,
+        target_group: int | None = None,
     ) -> None:
         super().__init__()
         if dynamics not in DYNAMICS:
@@ -116,6 +120,7 @@ class FluxMatching(nn.Module):
         self.potential_hidden = tuple(potential_hidden)
         self.field_lr_scale = float(field_lr_scale)
         self.potential_lr_scale = float(potential_lr_scale)
+        self.target_group = target_group
         self.potential = None
         if estimator == "potential":
             if potential is None and dim is None:
@@ -140,6 +145,7 @@ class FluxMatching(nn.Module):
             "potential_hidden": list(self.potential_hidden),
             "field_lr_scale": self.field_lr_scale,
             "potential_lr_scale": self.potential_lr_scale,
+            "target_group": self.target_group,
         }
 
     def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
@@ -191,9 +197,7 @@ class FluxMatching(nn.Module):
         of MATH.md eq. (4) in the same σ² time unit.
         """
         if reference is None and self.rao_blackwell:
-            batch = EmpiricalGaussian(x, self.sigma)
-            x0 = batch.sample_components().x.reshape(x.shape)
-            score_target = batch.score(x0)
+            x0, score_target = grouped_denoising_target(x, self.sigma, self.target_group)
         elif reference is None:
             eps = torch.randn_like(x)
             x0 = x + self.sigma * eps
