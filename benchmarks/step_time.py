@@ -47,34 +47,33 @@ def step_timer(objective, field, data: torch.Tensor, batch: int):
     return step
 
 
-def compare(data, dim, hidden, batch, sigma, repeats, warmup=10):
-    """Median ms per step for flux and DSM, interleaved."""
-    torch.manual_seed(0)
-    steps = {
-        "flux": step_timer(FluxMatching(sigma=sigma, dim=dim), MLPField(dim, hidden), data, batch),
-        "dsm": step_timer(DenoisingScoreMatching(sigma=sigma), MLPField(dim, hidden), data, batch),
-    }
-    times = {k: [] for k in steps}
+def interleaved_medians(timers: dict, repeats: int, warmup: int) -> dict:
+    """Median ms of each timer, the timers run in turn so that machine noise hits all alike."""
+    times = {k: [] for k in timers}
     for i in range(warmup + repeats):
-        for name, step in steps.items():
+        for name, step in timers.items():
             t = step()
             if i >= warmup:
                 times[name].append(t)
-    out = {f"{k}_ms": round(1e3 * statistics.median(v), 3) for k, v in times.items()}
+    return {k: round(1e3 * statistics.median(v), 3) for k, v in times.items()}
+
+
+def compare(data, dim, hidden, batch, sigma, repeats, warmup=10):
+    """Median ms per step for flux and DSM."""
+    torch.manual_seed(0)
+    timers = {
+        "flux": step_timer(FluxMatching(sigma=sigma, dim=dim), MLPField(dim, hidden), data, batch),
+        "dsm": step_timer(DenoisingScoreMatching(sigma=sigma), MLPField(dim, hidden), data, batch),
+    }
+    out = {f"{k}_ms": v for k, v in interleaved_medians(timers, repeats, warmup).items()}
     out["flux_over_dsm"] = round(out["flux_ms"] / out["dsm_ms"], 2)
     return out
 
 
 def batch_scaling(data, batches, sigma, repeats, warmup=5):
     torch.manual_seed(0)
-    timers = {b: step_timer(FluxMatching(sigma=sigma, dim=2), MLPField(2, (128, 128)), data, b) for b in batches}
-    times = {b: [] for b in batches}
-    for i in range(warmup + repeats):
-        for b, step in timers.items():
-            t = step()
-            if i >= warmup:
-                times[b].append(t)
-    ms = {str(b): round(1e3 * statistics.median(v), 3) for b, v in times.items()}
+    timers = {str(b): step_timer(FluxMatching(sigma=sigma, dim=2), MLPField(2, (128, 128)), data, b) for b in batches}
+    ms = interleaved_medians(timers, repeats, warmup)
     exponent = math.log(float(ms["2048"]) / float(ms["512"])) / math.log(4)
     return {"flux_ms_by_batch": ms, "growth_exponent_512_to_2048": round(exponent, 2)}
 
