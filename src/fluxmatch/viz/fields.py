@@ -10,14 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-# Select the file-only backend before pyplot is imported, so plotting works headless.
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure  # no pyplot: headless, and the user's backend is left alone
 
 from ..errors import FluxMatchError  # noqa: E402
 from ..metrics.fields import curl_2d, field_on_grid, grid_points  # noqa: E402
@@ -89,7 +85,8 @@ def plot_field(path, field, data=None, cond=None, lim=None, kind: str = "stream"
     kind = _check_kind(kind)
     points = _planar_data(data)
     box = box_from_lim(lim, points)
-    fig, ax = plt.subplots(figsize=(5.4, 4.6), layout="constrained")
+    fig = Figure(figsize=(5.4, 4.6), layout="constrained")
+    ax = fig.subplots()
     _background(ax, points)
     artist, bad = _draw_field(ax, field, box, grid, cond, kind)
     fig.colorbar(artist, ax=ax, label="|f|", shrink=0.9)
@@ -144,7 +141,8 @@ def plot_curl(path, field, data=None, cond=None, lim=None, grid: int = 80, title
     box = box_from_lim(lim, points)
     X, Y, C = _curl_grid(field, box, grid, cond)
     norm, clipped = _curl_norm([C])
-    fig, ax = plt.subplots(figsize=(5.4, 4.6), layout="constrained")
+    fig = Figure(figsize=(5.4, 4.6), layout="constrained")
+    ax = fig.subplots()
     mesh = _draw_curl(ax, X, Y, C, norm, points)
     fig.colorbar(mesh, ax=ax, label="curl", shrink=0.9, extend="both" if clipped else "neither")
     _frame(ax, box, f"{title or 'curl'}\n{_mean_abs_curl_text(field, points, cond, C)}")
@@ -169,7 +167,8 @@ def plot_fields(path, fields: dict, data=None, cond=None, lim=None, grid: int = 
     curls = {name: _curl_grid(f, box, curl_grid, cond) for name, f in fields.items()}
     norm, clipped = _curl_norm([c[2] for c in curls.values()])
     k = len(fields)
-    fig, axes = plt.subplots(2, k, figsize=(4.4 * k + 0.8, 8.4), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(4.4 * k + 0.8, 8.4), layout="constrained")
+    axes = fig.subplots(2, k, squeeze=False)
     mesh = None
     for j, (name, f) in enumerate(fields.items()):
         top, bottom = axes[0, j], axes[1, j]

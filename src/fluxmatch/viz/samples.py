@@ -12,14 +12,12 @@ import math
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-# Select the file-only backend before pyplot is imported, so plotting works on headless
-# machines (no display, no GUI toolkit).
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+# Figures are built as matplotlib.figure.Figure objects, never through pyplot: they render
+# headless with the Agg canvas and leave the user's matplotlib backend (e.g. Jupyter's) alone.
+from matplotlib.figure import Figure
 
 from ..errors import FluxMatchError  # noqa: E402
 
@@ -90,10 +88,7 @@ def thin(a: np.ndarray, limit: int = _MAX_SCATTER, seed: int = 0) -> np.ndarray:
 def save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(path, dpi=_DPI)
-    finally:
-        plt.close(fig)
+    fig.savefig(path, dpi=_DPI)
     return path
 
 
@@ -154,7 +149,8 @@ def plot_samples(path, samples: dict, data=None, title: str | None = None, lim=N
     n = len(clean)
     ncols = min(n, 4)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.7 * nrows + 0.4), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(3.6 * ncols, 3.7 * nrows + 0.4), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     if dim == 1:
         note = "one-dimensional points: histograms"
         lo, hi = np.percentile(basis[:, 0], [1, 99]) if basis.shape[0] else (-_DEFAULT_HALF_WIDTH, _DEFAULT_HALF_WIDTH)
@@ -253,7 +249,8 @@ def plot_loss_curve(path, log_csv_path_or_rows, keys=("loss",)) -> Path:
             raise FluxMatchError(f"the log has no numeric values for {key!r} (columns: {', '.join(map(str, columns))})")
         curves[key] = np.asarray(pairs)
 
-    fig, axes = plt.subplots(len(keys), 1, figsize=(6.4, 2.6 * len(keys) + 0.3), sharex=True, squeeze=False, layout="constrained")
+    fig = Figure(figsize=(6.4, 2.6 * len(keys) + 0.3), layout="constrained")
+    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)
     for ax, (key, curve) in zip(axes[:, 0], curves.items()):
         steps, values = curve[:, 0], curve[:, 1]
         if len(values) > 50:
