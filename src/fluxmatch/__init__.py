@@ -25,7 +25,8 @@ from .objectives import (
     build_objective,
 )
 from .reference import EmpiricalGaussian, GaussianMixture, ScoreDerivatives
-from .samplers import LangevinResult, langevin
+from .samplers import LangevinResult, ODEResult, langevin, solve_ode
+from .likelihood import LikelihoodResult, log_likelihood
 from .stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
 from . import data, metrics, train  # noqa: E402 - submodules users reach as fm.data, fm.metrics, fm.train
 from .data import DataSource, sample_toy
@@ -63,6 +64,10 @@ __all__ = [
     "build_objective",
     "langevin",
     "LangevinResult",
+    "solve_ode",
+    "ODEResult",
+    "log_likelihood",
+    "LikelihoodResult",
     "MLPPotential",
     "DataSource",
     "sample_toy",
