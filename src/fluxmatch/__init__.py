@@ -19,6 +19,7 @@ from .fields import MLPField, Unconditional, build_field, call_field
 from .objectives import (
     DenoisingScoreMatching,
     ExponentialHorizon,
+    FlowMatching,
     FluxMatching,
     ObjectiveOutput,
     UniformHorizon,
@@ -27,6 +28,8 @@ from .objectives import (
 from .reference import EmpiricalGaussian, GaussianMixture, ScoreDerivatives
 from .samplers import LangevinResult, ODEResult, langevin, solve_ode
 from .likelihood import LikelihoodResult, log_likelihood
+from .paths import OTPath, VEPath, VPPath, make_path
+from .coupling import ot_coupling
 from .stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
 from . import data, metrics, train  # noqa: E402 - submodules users reach as fm.data, fm.metrics, fm.train
 from .data import DataSource, sample_toy
@@ -58,6 +61,12 @@ __all__ = [
     "call_field",
     "FluxMatching",
     "DenoisingScoreMatching",
+    "FlowMatching",
+    "OTPath",
+    "VPPath",
+    "VEPath",
+    "make_path",
+    "ot_coupling",
     "UniformHorizon",
     "ExponentialHorizon",
     "ObjectiveOutput",

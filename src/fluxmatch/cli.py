@@ -56,12 +56,12 @@ def _hidden(text: str) -> tuple[int, ...]:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Flux Matching generative models: train, sample, evaluate.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate,compare}")
     commands.required = True
 
     train = commands.add_parser("train", help="train a field and write a run directory", description="Train a field, sample it and evaluate the samples; every option has a default (the ring demo).")
     train.add_argument("--data", default="ring", help="toy set (ring, 8gaussians, moons, checkerboard, spirals) or a .npy/.npz/.csv file (default: ring)")
-    train.add_argument("--objective", default="flux", choices=("flux", "dsm"), help="training objective (default: flux)")
+    train.add_argument("--objective", default="flux", choices=("flux", "dsm", "flow"), help="training objective (default: flux)")
     train.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
     train.add_argument("--batch-size", type=int, default=512, help="batch size (default: 512)")
     train.add_argument("--sigma", type=float, default=0.2236, help="noise level σ > 0 in data units (default: 0.2236)")
@@ -95,7 +95,36 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     evaluate.add_argument("--steps", type=int, default=None, help="Langevin steps (default: the run's)")
     evaluate.add_argument("--step-size", type=float, default=None, help="Langevin step size (default: the run's)")
+
+    compare = commands.add_parser(
+        "compare",
+        help="train flux, DSM and flow matching side by side and compare their samples",
+        description="Train each objective with the same network, optimizer, batch and steps; sample each with its natural sampler; write comparison.json, comparison.png (and nfe.png with --nfe).",
+    )
+    compare.add_argument("--data", default="8gaussians", help="toy set or .npy/.npz/.csv file (default: 8gaussians)")
+    compare.add_argument("--objectives", default="flux,dsm,flow", help="comma-separated objectives (default: flux,dsm,flow)")
+    compare.add_argument("--steps", type=int, default=2000, help="optimizer steps for each objective (default: 2000)")
+    compare.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    compare.add_argument("--out", default=None, help="output directory (default: runs/compare-<data>)")
+    compare.add_argument("--nfe", type=_budgets, default=None, help="sampler budgets for the quality-vs-cost curve, e.g. 5,10,20,50,100,200")
+    compare.add_argument("--batch-size", type=int, default=512, help="batch size (default: 512)")
+    compare.add_argument("--sigma", type=float, default=0.2236, help="σ of flux and DSM (default: 0.2236)")
+    compare.add_argument("--hidden", type=_hidden, default=(128, 128), help="MLP hidden widths (default: 128,128)")
+    compare.add_argument("--eval-samples", type=int, default=2000, help="samples per method for the metrics (default: 2000)")
+    compare.add_argument("--sample-steps", type=int, default=2000, help="Langevin steps for flux and DSM (default: 2000)")
+    compare.add_argument("--step-size", type=float, default=0.005, help="Langevin step size ε (default: 0.005)")
+    compare.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
+
+
+def _budgets(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 5,10,20, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 5,10,20, got {text!r}")
+    return values
 
 
 def _default_out(data: str, objective: str) -> str:
@@ -161,7 +190,22 @@ def _evaluate(args) -> None:
     print(json.dumps(metrics, indent=2))
 
 
-COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate}
+def _compare(args) -> None:
+    from .compare import compare_objectives, format_table
+
+    name = Path(args.data).stem if Path(args.data).suffix else args.data
+    out = args.out or str(Path("runs") / f"compare-{name}")
+    report = compare_objectives(
+        data=args.data, objectives=args.objectives, steps=args.steps, seed=args.seed, out=out, nfe=args.nfe,
+        batch_size=args.batch_size, sigma=args.sigma, hidden=args.hidden, n_eval=args.eval_samples,
+        sample_steps=args.sample_steps, step_size=args.step_size, progress=not args.no_progress,
+    )
+    print(format_table(report))
+    written = ["comparison.json", "comparison.png"] + (["nfe.png"] if "nfe_curve" in report else [])
+    print("wrote:\n" + "\n".join(f"  {Path(out) / name}" for name in written))
+
+
+COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "compare": _compare}
 
 
 def main(argv: list[str] | None = None) -> int:

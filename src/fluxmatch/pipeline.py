@@ -28,11 +28,11 @@ from .errors import FluxMatchError, check_positive, check_sigma
 from .fields import MLPField
 from .metrics import mean_abs_curl, sample_metrics
 from .objectives import DenoisingScoreMatching, FluxMatching
-from .samplers import langevin
+from .samplers import langevin, solve_ode
 from .train import LoadedRun, Trainer, TrainConfig, load_run
 from .train.checkpoint import atomic_write_bytes, atomic_write_json
 
-OBJECTIVE_NAMES = ("flux", "dsm")
+OBJECTIVE_NAMES = ("flux", "dsm", "flow")
 DIVERGENCE_METHODS = ("auto", "exact", "hutchinson")
 HORIZON_SAMPLERS = ("uniform", "exponential")
 METRIC_KEYS = ("w2", "sliced_w2", "mmd", "energy")
@@ -83,14 +83,18 @@ def make_objective(name: str, sigma: float, horizon_sampler: str = "exponential"
     sigma = check_sigma(sigma)
     if name not in OBJECTIVE_NAMES:
         raise FluxMatchError(f"unknown objective {name!r}: expected one of {', '.join(OBJECTIVE_NAMES)}")
-    if name == "dsm":
-        extra = dict(options)
+    if name in ("dsm", "flow"):
+        extra = {k: v for k, v in options.items() if not (name == "flow" and k in ("path", "coupling"))}
         if horizon_sampler != "exponential":
             extra["horizon_sampler"] = horizon_sampler
         if divergence != "auto":
             extra["divergence"] = divergence
         if extra:
-            raise FluxMatchError(f"the dsm objective takes only sigma; {', '.join(sorted(extra))} apply to the flux objective")
+            raise FluxMatchError(f"the {name} objective does not take {', '.join(sorted(extra))}: they apply to the flux objective")
+        if name == "flow":
+            from .objectives import FlowMatching
+
+            return FlowMatching(**{k: v for k, v in options.items() if k in ("path", "coupling")})
         return DenoisingScoreMatching(sigma)
     if horizon_sampler not in HORIZON_SAMPLERS:
         raise FluxMatchError(f"unknown horizon sampler {horizon_sampler!r}: expected one of {', '.join(HORIZON_SAMPLERS)}")
@@ -110,23 +114,40 @@ def _as_run(run) -> LoadedRun:
     return run if isinstance(run, LoadedRun) else load_run(run)
 
 
-def _draw(run: LoadedRun, n: int, steps, step_size, seed: int, progress: bool = False) -> np.ndarray:
-    """(n, *event_shape) Langevin samples of the run's EMA field (may contain non-finite rows)."""
+def _draw(run: LoadedRun, n: int, steps, step_size, seed: int, progress: bool = False, ode_method: str | None = None) -> np.ndarray:
+    """(n, *event_shape) samples of the run's EMA field (may contain non-finite rows).
+
+    Stationary fields (flux, DSM) by Langevin dynamics from the data's mean ± std; flow-matching
+    velocities by their ODE from N(0, I) at t = 0 to t = 1 (``steps`` then counts ODE steps).
+    """
     n = _positive_int(n, "the number of samples")
     sampler = run.config.get("sampler") or {}
-    steps = _positive_int(sampler.get("n_steps", 2000) if steps is None else steps, "the number of sampler steps", minimum=0)
-    step_size = check_positive(sampler.get("step_size", 0.005) if step_size is None else step_size, "the sampler step size")
     shape = run.event_shape
     d = math.prod(shape)
+    generator = torch.Generator().manual_seed(int(seed))
+    if is_flow_run(run):
+        ode = {**DEFAULT_ODE, **sampler.get("ode", {}), **({"method": ode_method} if ode_method else {})}
+        ode_steps = _positive_int(ode["steps"] if steps is None else steps, "the number of ODE steps")
+        x0 = torch.randn((n, *shape), generator=generator)
+        return solve_ode(run.field, x0, 0.0, 1.0, ode["method"], ode_steps).x.numpy()
+    steps = _positive_int(sampler.get("n_steps", 2000) if steps is None else steps, "the number of sampler steps", minimum=0)
+    step_size = check_positive(sampler.get("step_size", 0.005) if step_size is None else step_size, "the sampler step size")
     data = run.config.get("data") or {}
     mean = torch.as_tensor(data.get("mean", [0.0] * d), dtype=torch.float32)
     std = torch.as_tensor(data.get("std", [1.0] * d), dtype=torch.float32)
     if mean.numel() != d or std.numel() != d:
         raise FluxMatchError(f"{run.run_dir / 'config.json'}: data mean/std have {mean.numel()}/{std.numel()} entries, expected {d}")
-    generator = torch.Generator().manual_seed(int(seed))
     x0 = (mean + std * torch.randn((n, d), generator=generator)).reshape(n, *shape)
     result = langevin(run.field, x0, step_size, steps, c=run.sigma, generator=generator, progress=progress)
     return result.samples.numpy()
+
+
+DEFAULT_ODE = {"method": "heun", "steps": 50}  # 100 field evaluations
+
+
+def is_flow_run(run: LoadedRun) -> bool:
+    """Whether the run trained a flow-matching velocity (sampled by its ODE, not by Langevin)."""
+    return run.config["objective"].get("name") == "flow"
 
 
 def _check_finite(samples: np.ndarray, where: str) -> None:
@@ -166,18 +187,23 @@ def _check_event_shape(run: LoadedRun, rows: torch.Tensor, spec: str) -> None:
 
 
 def _curl(run: LoadedRun, points: torch.Tensor) -> float | None:
-    if math.prod(run.event_shape) != 2:
+    if math.prod(run.event_shape) != 2 or is_flow_run(run):
         return None
     return mean_abs_curl(run.field, points.reshape(points.shape[0], 2), cond=run.sigma)
 
 
-def sample_run(run, n: int = 2000, steps: int | None = None, step_size: float | None = None, seed: int = 0, out=None, progress: bool = False) -> np.ndarray:
-    """Draw samples from a trained run with Langevin dynamics.
+def sample_run(
+    run, n: int = 2000, steps: int | None = None, step_size: float | None = None, seed: int = 0, out=None, progress: bool = False, ode_method: str | None = None
+) -> np.ndarray:
+    """Draw samples from a trained run: Langevin dynamics, or the ODE for a flow-matching run.
 
     Args:
         run: run directory (or a :class:`~fluxmatch.train.LoadedRun`).
         n: number of samples.
-        steps, step_size: Langevin steps and step size ε; default to config.json's sampler.
+        steps, step_size: Langevin steps and step size ε (for a flow run: ODE steps); default to
+            config.json's sampler.
+        ode_method: for a flow run, the ODE method ("euler", "midpoint", "heun", "dopri5")
+            instead of the run's.
         seed: seeds the initial points and the noise.
         out: if given, save the samples there as ``.npy``.
         progress: show a progress bar.
@@ -188,7 +214,7 @@ def sample_run(run, n: int = 2000, steps: int | None = None, step_size: float | 
     Raises FluxMatchError for a bad run directory, bad settings, or a diverged sampler.
     """
     run = _as_run(run)
-    samples = _draw(run, n, steps, step_size, seed, progress)
+    samples = _draw(run, n, steps, step_size, seed, progress, ode_method)
     _check_finite(samples, f"run {run.run_dir}")
     if out is not None:
         _save_npy(out, samples)
@@ -308,7 +334,7 @@ def train_run(
     source = DataSource.from_spec(spec, seed=seed)
     # seeded before any network is built, the field first: the same seed gives every objective the same initial field
     torch.manual_seed(seed)
-    field = MLPField(math.prod(source.dim), hidden)
+    field = MLPField(math.prod(source.dim), hidden, conditioning="time" if objective == "flow" else None)
     objective_module = make_objective(objective, sigma, horizon_sampler, divergence, dim=math.prod(source.dim), **objective_options)
     config = TrainConfig(
         steps=steps,
@@ -320,11 +346,13 @@ def train_run(
         log_every=min(50, max(1, steps // 20)),
     )
     sampler = {"step_size": step_size, "n_steps": sample_steps, "n": n_eval}
+    if objective == "flow":
+        sampler = {"n": n_eval, "ode": dict(DEFAULT_ODE)}
     summary = Trainer(field, objective_module, source, config, out, sampler=sampler).fit(resume=resume)
 
     run = load_run(out)
     held, reference = _split_pair(source.holdout(2 * n_eval, seed), str(spec))
-    samples = _draw(run, n_eval, sample_steps, step_size, seed, progress)
+    samples = _draw(run, n_eval, None if objective == "flow" else sample_steps, step_size, seed, progress)
     files = ["config.json", "model.safetensors", "trainer.safetensors", "trainer.json", "log.csv"]
     _save_npy(out / "samples.npy", samples)
     from .viz import plot_fields, plot_loss_curve, plot_samples
@@ -333,7 +361,7 @@ def train_run(
     plot_samples(out / "samples.png", {objective: samples}, data=held, title=title)
     plot_loss_curve(out / "loss.png", out / "log.csv", _loss_keys(out / "log.csv"))
     files += ["samples.npy", "samples.png", "loss.png"]
-    if math.prod(source.dim) == 2:
+    if math.prod(source.dim) == 2 and objective != "flow":
         plot_fields(out / "field.png", {objective: run.field}, data=held.reshape(held.shape[0], 2), cond=run.sigma)
         files.append("field.png")
     _check_finite(samples, f"the model is saved in {out}")

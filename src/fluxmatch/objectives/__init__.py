@@ -5,10 +5,11 @@ from __future__ import annotations
 from ..errors import FluxMatchError
 from .base import ObjectiveOutput
 from .dsm import DenoisingScoreMatching
+from .flow import FlowMatching
 from .flux import FluxMatching
 from .horizon import ExponentialHorizon, UniformHorizon
 
-OBJECTIVES = {"flux": FluxMatching, "dsm": DenoisingScoreMatching}
+OBJECTIVES = {"flux": FluxMatching, "dsm": DenoisingScoreMatching, "flow": FlowMatching}
 
 
 def build_objective(config: dict):
@@ -23,6 +24,7 @@ def build_objective(config: dict):
 __all__ = [
     "ObjectiveOutput",
     "FluxMatching",
+    "FlowMatching",
     "DenoisingScoreMatching",
     "UniformHorizon",
     "ExponentialHorizon",

@@ -133,6 +133,10 @@ class Trainer:
         return [group for group in groups if group["params"]]
 
     def _conditioning(self, b: int):
+        """What the field is called with in the up-front shape check: t = 1 for a time-conditioned
+        field (flow matching), the objective's σ otherwise."""
+        if getattr(self.field, "conditioning", None) == "time":
+            return torch.ones(b)
         sigma = getattr(self.objective, "sigma", None)
         return None if sigma is None else torch.full((b,), float(sigma))
 
