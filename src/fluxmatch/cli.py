@@ -72,6 +72,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--estimator", default="potential", choices=("potential", "product", "gradient"), help="flux gradient estimator (default: potential)")
     train.add_argument("--dynamics", default="component", choices=("component", "langevin"), help="reference kernel of the product/gradient estimators (default: component)")
     train.add_argument("--horizon-sampler", default="exponential", choices=("uniform", "exponential"), help="flux horizon sampler for the product/gradient estimators (default: exponential)")
+    train.add_argument("--path", default="ot", choices=("ot", "vp", "ve"), help="flow-matching probability path (default: ot)")
+    train.add_argument("--coupling", default="independent", choices=("independent", "ot", "exact", "sinkhorn"), help="flow-matching noise-data coupling (default: independent)")
     train.add_argument("--grad-clip", type=_clip, default=1.0, help="largest gradient norm per parameter group, or 'none' (default: 1.0)")
     train.add_argument("--divergence", default="auto", choices=("auto", "exact", "hutchinson"), help="flux divergence estimator (default: auto)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out up to --steps")
@@ -159,6 +161,7 @@ def _train(args) -> None:
         sample_steps=args.sample_steps,
         step_size=args.step_size,
         **({"estimator": args.estimator, "dynamics": args.dynamics} if args.objective == "flux" else {}),
+        **({"path": args.path, "coupling": args.coupling} if args.objective == "flow" else {}),
     )
     train = result["train"]
     print(
@@ -220,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(err))
     except FileNotFoundError as err:
         _fail(f"{err.strerror or 'file not found'}: {err.filename}" if err.filename else str(err))
+    except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
+        sys.stderr.close()
+        raise SystemExit(0) from None
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
