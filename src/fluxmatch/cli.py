@@ -44,14 +44,23 @@ def _clip(text: str) -> float | None:
     return value
 
 
-def _hidden(text: str) -> tuple[int, ...]:
-    try:
-        widths = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 128,128, got {text!r}") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 128,128, got {text!r}")
-    return widths
+def _int_list(example: str):
+    """An argparse type for comma-separated positive integers, e.g. "128,128"."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(p) for p in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or min(values) < 1:
+            raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like {example}, got {text!r}")
+        return values
+
+    return parse
+
+
+_hidden = _int_list("128,128")
+_budgets = _int_list("5,10,20")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -117,16 +126,6 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--step-size", type=float, default=0.005, help="Langevin step size ε (default: 0.005)")
     compare.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
-
-
-def _budgets(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 5,10,20, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers like 5,10,20, got {text!r}")
-    return values
 
 
 def _default_out(data: str, objective: str) -> str:
