@@ -27,7 +27,7 @@ from .data import TOY_DATASETS, DataSource, load_data
 from .errors import FluxMatchError, check_positive, check_sigma
 from .fields import MLPField
 from .metrics import mean_abs_curl, sample_metrics
-from .objectives import DenoisingScoreMatching, FluxMatching
+from .objectives import DenoisingScoreMatching, FlowMatching, FluxMatching
 from .samplers import langevin, solve_ode
 from .train import LoadedRun, Trainer, TrainConfig, load_run
 from .train.checkpoint import atomic_write_bytes, atomic_write_json
@@ -84,18 +84,15 @@ def make_objective(name: str, sigma: float, horizon_sampler: str = "exponential"
     if name not in OBJECTIVE_NAMES:
         raise FluxMatchError(f"unknown objective {name!r}: expected one of {', '.join(OBJECTIVE_NAMES)}")
     if name in ("dsm", "flow"):
-        extra = {k: v for k, v in options.items() if not (name == "flow" and k in ("path", "coupling"))}
+        own = {k: options.pop(k) for k in ("path", "coupling") if name == "flow" and k in options}
+        extra = dict(options)
         if horizon_sampler != "exponential":
             extra["horizon_sampler"] = horizon_sampler
         if divergence != "auto":
             extra["divergence"] = divergence
         if extra:
             raise FluxMatchError(f"the {name} objective does not take {', '.join(sorted(extra))}: they apply to the flux objective")
-        if name == "flow":
-            from .objectives import FlowMatching
-
-            return FlowMatching(**{k: v for k, v in options.items() if k in ("path", "coupling")})
-        return DenoisingScoreMatching(sigma)
+        return FlowMatching(**own) if name == "flow" else DenoisingScoreMatching(sigma)
     if horizon_sampler not in HORIZON_SAMPLERS:
         raise FluxMatchError(f"unknown horizon sampler {horizon_sampler!r}: expected one of {', '.join(HORIZON_SAMPLERS)}")
     if divergence not in DIVERGENCE_METHODS:
