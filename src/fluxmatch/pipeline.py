@@ -91,7 +91,7 @@ def make_objective(name: str, sigma: float, horizon_sampler: str = "exponential"
         if divergence != "auto":
             extra["divergence"] = divergence
         if extra:
-            raise FluxMatchError(f"the {name} objective does not take {', '.join(sorted(extra))}: they apply to the flux objective")
+            raise FluxMatchError(f"the {name} objective does not take {', '.join(sorted(extra))} (flux takes horizon_sampler, divergence and its estimator options; flow takes path and coupling)")
         return FlowMatching(**own) if name == "flow" else DenoisingScoreMatching(sigma)
     if horizon_sampler not in HORIZON_SAMPLERS:
         raise FluxMatchError(f"unknown horizon sampler {horizon_sampler!r}: expected one of {', '.join(HORIZON_SAMPLERS)}")
