@@ -92,7 +92,8 @@ class GaussianMixture:
         weights: torch.Tensor | None = None,
         chunk_elements: int = _CHUNK_ELEMENTS,
     ) -> None:
-        means = torch.as_tensor(means, dtype=torch.float32)
+        means = torch.as_tensor(means)
+        means = means.to(torch.float64 if means.dtype == torch.float64 else torch.float32)  # float64 kept for precision
         if means.ndim != 2 or means.shape[0] == 0:
             raise FluxMatchError(f"mixture means must have shape (K, d) with K ≥ 1, got {tuple(means.shape)}")
         if not torch.isfinite(means).all():
@@ -134,7 +135,7 @@ class GaussianMixture:
     # -- pointwise quantities -------------------------------------------------------------------
 
     def _flat(self, z: torch.Tensor) -> torch.Tensor:
-        flat = z.reshape(z.shape[0], -1)
+        flat = z.reshape(z.shape[0], -1).to(self.means.dtype)
         if flat.shape[1] != self.dim:
             raise FluxMatchError(
                 f"points of shape {tuple(z.shape[1:])} have {flat.shape[1]} coordinates, "
@@ -333,7 +334,7 @@ class EmpiricalGaussian(GaussianMixture):
             raise FluxMatchError(f"a batch must have shape (B, ...) with B ≥ 1, got {tuple(batch.shape)}")
         self.event_shape = tuple(batch.shape[1:])
         self.sigma = float(sigma)
-        flat = batch.detach().reshape(batch.shape[0], -1).to(torch.float32)
+        flat = batch.detach().reshape(batch.shape[0], -1).to(torch.float64 if batch.dtype == torch.float64 else torch.float32)
         super().__init__(flat, self.sigma**2, None, chunk_elements)
 
     def sample_components(self, n: int | None = None, generator: torch.Generator | None = None) -> ComponentDraw:
@@ -379,4 +380,54 @@ def grouped_denoising_target(batch: torch.Tensor, sigma: float, group_size: int 
     bias = -0.5 * xc.square().sum(2)[:, None, :] / sigma**2  # (G, 1, M): the |z|² term cancels
     w = torch.softmax(torch.baddbmm(bias, zc, xc.transpose(1, 2), alpha=1.0 / sigma**2), dim=2)
     target = (torch.bmm(w, xc) - zc) / sigma**2
+    return x0.reshape(batch.shape), target.reshape(batch.shape)
+
+
+def annealed_denoising_target(
+    batch: torch.Tensor,
+    sigma: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    null_label: int | None = None,
+    rao_blackwell: bool = True,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start points ``x0_i = x_i + σ_i ε_i`` with one σ per row, and a score target for each.
+
+    ``rao_blackwell=False``: the denoising target −ε_i/σ_i. ``True``: its posterior mean over
+    the batch, the exact score of the σ_i-smoothed batch at x0_i,
+    ``−ε_i/σ_i + Σ_j w_ij (x_j − x_i)/σ_i²`` with ``w_i· = softmax_j(−|x0_i − x_j|²/2σ_i²)``.
+    Each row has its own σ (the rows share only the distance matrix), and the logits are formed
+    relative to the row's own point, ``−|x_i − x_j|²/2σ_i² − ε_i·(x_i − x_j)/σ_i``, so nothing
+    cancels catastrophically at small σ. With ``labels`` each row's posterior runs over the
+    points of its own class (rows labelled ``null_label`` run over the whole batch): the score
+    of the class-conditional p_σ(x | y).
+
+    Shapes: batch (B, ...) data units; sigma (B,); labels (B,) or None. Cost O(B²·d) in float64
+    for the distances. Returns x0 and the target (units 1/data), both shaped like ``batch``.
+    """
+    b = batch.shape[0]
+    flat = batch.reshape(b, -1)
+    sigma = sigma.to(flat.dtype).reshape(b, 1)
+    eps = torch.randn(flat.shape, generator=generator, dtype=flat.dtype, device=flat.device)
+    x0 = flat + sigma * eps
+    target = -eps / sigma
+    if not rao_blackwell or b == 1:
+        return x0.reshape(batch.shape), target.reshape(batch.shape)
+    x64 = (flat - flat.mean(0)).double()
+    sq = x64.square().sum(1)
+    dist = (sq[:, None] + sq[None, :] - 2.0 * x64 @ x64.T).clamp_min(0.0)  # |x_i − x_j|²
+    eps64 = eps.double()
+    cross = (eps64 * x64).sum(1, keepdim=True) - eps64 @ x64.T  # ε_i·(x_i − x_j)
+    s64 = sigma.double()
+    logits = -dist / (2 * s64.square()) - cross / s64
+    logits.diagonal().zero_()
+    if labels is not None:
+        same = labels[:, None] == labels[None, :]
+        if null_label is not None:
+            same = same | (labels == null_label)[:, None]
+        logits = logits.masked_fill(~same, float("-inf"))
+    w = torch.softmax(logits, dim=1)
+    w.diagonal().zero_()  # Σ_j w_ij (x_j − x_i): the own term contributes nothing
+    pull = (w @ x64 - w.sum(1, keepdim=True) * x64) / s64.square()
+    target = target + pull.to(flat.dtype)
     return x0.reshape(batch.shape), target.reshape(batch.shape)

@@ -1,6 +1,7 @@
-"""Data: built-in toy sets and the user's own ``.npy``/``.npz``/``.csv`` files.
+"""Data: built-in toy sets, the 8×8 digits images and the user's own ``.npy``/``.npz``/``.csv`` files.
 
-A *spec* names the data: a toy set (``"ring"``, ``"8gaussians"``, ...) or a path to a file.
+A *spec* names the data: a toy set (``"ring"``, ``"8gaussians"``, ...), ``"digits"`` (labelled
+images, see :mod:`fluxmatch.data.digits`) or a path to a file.
 :func:`load_data` turns a spec into a tensor; :class:`DataSource` adds training batches and a
 held-out sample for evaluation.
 """
@@ -14,10 +15,12 @@ import numpy as np
 import torch
 
 from ..errors import FluxMatchError
+from .digits import DIGITS_UNITS, HOLDOUT_FRACTION, N_CLASSES, digits_split, from_pixels, load_digits_images, to_pixels
 from .files import FILE_EXTENSIONS, load_array, validate_data
 from .toy import TOY_DATASETS, _check_count, sample_toy, toy_mixture
 
 DEFAULT_TOY_SIZE = 20000
+DIGITS = "digits"
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -34,7 +37,7 @@ def _derived_seed(seed: int, stream: int) -> int:
 
 def _unknown(spec) -> FluxMatchError:
     return FluxMatchError(
-        f"unknown data set {str(spec)!r}: expected one of {', '.join(TOY_DATASETS)} "
+        f"unknown data set {str(spec)!r}: expected one of {', '.join(TOY_DATASETS)}, {DIGITS} "
         f"or a path to {'/'.join(FILE_EXTENSIONS)}"
     )
 
@@ -43,14 +46,42 @@ def _is_toy(spec) -> bool:
     return isinstance(spec, str) and spec in TOY_DATASETS
 
 
+def _is_digits(spec) -> bool:
+    return isinstance(spec, str) and spec == DIGITS
+
+
 def _is_file(spec) -> bool:
     return isinstance(spec, (str, os.PathLike)) and Path(spec).is_file()
 
 
-def _subset(x: torch.Tensor, n: int | None, generator: torch.Generator) -> torch.Tensor:
-    if n is None or n >= x.shape[0]:
+def _subset_index(rows: int, n: int | None, generator: torch.Generator) -> torch.Tensor | None:
+    """Indices of a random subset of n of ``rows`` rows without replacement, or None to keep all."""
+    if n is None or n >= rows:
+        return None
+    return torch.randperm(rows, generator=generator)[:n]
+
+
+def _take(x: torch.Tensor | None, index: torch.Tensor | None) -> torch.Tensor | None:
+    if x is None or index is None:
         return x
-    return x[torch.randperm(x.shape[0], generator=generator)[:n]].contiguous()
+    return x[index].contiguous()
+
+
+def _subset(x: torch.Tensor, n: int | None, generator: torch.Generator) -> torch.Tensor:
+    return _take(x, _subset_index(x.shape[0], n, generator))
+
+
+def _check_labels(labels, rows: int, n_classes: int, name: str) -> torch.Tensor:
+    """(rows,) int64 labels in [0, n_classes), or raise naming ``name``."""
+    t = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+        raise FluxMatchError(f"labels of {name} must be integers, got dtype {t.dtype}")
+    if t.shape != (rows,):
+        raise FluxMatchError(f"labels of {name} must have shape ({rows},), one per row, got {tuple(t.shape)}")
+    t = t.to("cpu", torch.int64).contiguous()
+    if rows and (int(t.min()) < 0 or int(t.max()) >= n_classes):
+        raise FluxMatchError(f"labels of {name} must lie in 0..{n_classes - 1}, got {int(t.min())}..{int(t.max())}")
+    return t
 
 
 def load_data(spec: str | os.PathLike, n: int | None = None, seed: int = 0) -> torch.Tensor:
@@ -63,6 +94,9 @@ def load_data(spec: str | os.PathLike, n: int | None = None, seed: int = 0) -> t
             file, a random subset of n rows (without replacement); otherwise the whole file.
         seed: seeds the ``torch.Generator`` used for the toy draws or the subset.
 
+    ``"digits"`` gives the training split of :func:`~fluxmatch.data.digits.digits_split`,
+    (1438, 1, 8, 8) in model units, or a random subset of n of its rows.
+
     Raises:
         FluxMatchError: unknown name and no such file, n ≤ 0, or a bad file (see
             :func:`load_array`).
@@ -71,6 +105,8 @@ def load_data(spec: str | os.PathLike, n: int | None = None, seed: int = 0) -> t
         n = _check_count(n)
     if _is_toy(spec):
         return sample_toy(spec, DEFAULT_TOY_SIZE if n is None else n, _generator(seed))
+    if _is_digits(spec):
+        return _subset(digits_split().train_images, n, _generator(seed))
     if _is_file(spec):
         return _subset(load_array(spec), n, _generator(seed))
     raise _unknown(spec)
@@ -83,17 +119,34 @@ class DataSource:
     ``data`` is one fixed sample (for plots and statistics). A file has no fresh samples, so
     :meth:`from_spec` reserves a held-out split when the source is built: ``data`` holds the
     training rows only, :meth:`batch` draws from them, and :meth:`holdout` from the reserved
-    rows, which training never sees.
+    rows, which training never sees. The digits are a labelled image set with a fixed held-out
+    split (:func:`~fluxmatch.data.digits.digits_split`).
 
     Attributes:
-        data: (N, ...) float32 tensor, the fixed toy sample or the file's training rows.
-        name: the spec it came from (toy name or file path).
-        dim: event shape, e.g. ``(2,)`` or ``(1, 28, 28)``.
-        held_out: (M, ...) reserved rows of a file, or None (toy sets, or no split).
+        data: (N, ...) float32 tensor, the fixed toy sample or the training rows.
+        name: the spec it came from (toy name, ``"digits"`` or file path).
+        dim: event shape, e.g. ``(2,)`` or ``(1, 8, 8)``.
+        held_out: (M, ...) reserved rows, or None (toy sets, or no split).
         is_toy: True for a built-in toy set.
+        labels: (N,) int64 class labels of ``data`` in 0..n_classes−1, or None (unlabelled).
+        held_out_labels: (M,) int64 labels of ``held_out``, or None.
+        n_classes: number of classes (10 for the digits), 0 for unlabelled data.
+        units: for images, the dict mapping model units to pixels (``x = pixels · scale +
+            offset``, see :data:`~fluxmatch.data.digits.DIGITS_UNITS`), else None.
     """
 
-    def __init__(self, data, name: str, *, is_toy: bool = False, held_out=None) -> None:
+    def __init__(
+        self,
+        data,
+        name: str,
+        *,
+        is_toy: bool = False,
+        held_out=None,
+        labels=None,
+        held_out_labels=None,
+        n_classes: int | None = None,
+        units: dict | None = None,
+    ) -> None:
         self.data = validate_data(data, name)
         self.name = str(name)
         if is_toy and not _is_toy(self.name):
@@ -104,6 +157,26 @@ class DataSource:
             raise FluxMatchError(
                 f"held-out rows of {name} have shape {tuple(self.held_out.shape[1:])}, training rows {tuple(self.dim)}"
             )
+        self._set_labels(labels, held_out_labels, n_classes)
+        self.units = None if units is None else dict(units)
+
+    def _set_labels(self, labels, held_out_labels, n_classes) -> None:
+        if labels is None:
+            if held_out_labels is not None or n_classes:
+                raise FluxMatchError(f"{self.name}: held_out_labels and n_classes need labels for the training rows")
+            self.labels, self.held_out_labels, self.n_classes = None, None, 0
+            return
+        if n_classes is None:
+            n_classes = int(torch.as_tensor(np.asarray(labels)).max()) + 1 if len(labels) else 1
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 1:
+            raise FluxMatchError(f"n_classes must be a positive integer, got {n_classes!r}")
+        self.n_classes = int(n_classes)
+        self.labels = _check_labels(labels, len(self), self.n_classes, self.name)
+        if (held_out_labels is None) != (self.held_out is None):
+            raise FluxMatchError(f"{self.name}: give held_out_labels exactly when there are held-out rows")
+        self.held_out_labels = (
+            None if held_out_labels is None else _check_labels(held_out_labels, self.held_out.shape[0], self.n_classes, f"{self.name} (held-out rows)")
+        )
 
     @classmethod
     def from_spec(
@@ -113,11 +186,14 @@ class DataSource:
 
         Args:
             spec: as in :func:`load_data`.
-            seed: seeds the toy sample in ``data`` or the file's shuffle before the split.
+            seed: seeds the toy sample in ``data`` or the file's shuffle before the split; for
+                the digits only the subset chosen by ``n`` (the split itself is fixed).
             holdout_fraction: files only: the fraction of rows (in [0, 1)) reserved for
                 :meth:`holdout`, at least one row when positive; 0 keeps every row for training.
+                The digits have a fixed 20% split, so any other value is refused for them.
             n: toy sets: size of the fixed ``data`` sample (default 20000); files: if smaller
-                than the file, a random subset of n rows is used before splitting.
+                than the file, a random subset of n rows is used before splitting; digits: a
+                random subset of n training images (the held-out split is unchanged).
         """
         try:
             fraction = float(holdout_fraction)
@@ -127,6 +203,8 @@ class DataSource:
             raise FluxMatchError(f"holdout_fraction must be in [0, 1), got {holdout_fraction!r}")
         if _is_toy(spec):
             return cls(load_data(spec, n, seed), spec, is_toy=True)
+        if _is_digits(spec):
+            return cls._digits(fraction, n, seed)
         if not _is_file(spec):
             raise _unknown(spec)
         rows = load_data(spec, n, seed)
@@ -143,6 +221,25 @@ class DataSource:
         held = rows[order[:n_held]] if n_held else None
         return cls(rows[order[n_held:]], str(spec), held_out=held)
 
+    @classmethod
+    def _digits(cls, fraction: float, n: int | None, seed: int) -> "DataSource":
+        if fraction != HOLDOUT_FRACTION:
+            raise FluxMatchError(
+                f"the digits have a fixed held-out split of {HOLDOUT_FRACTION:g} per class (shared by the metric "
+                f"classifier); holdout_fraction={fraction:g} cannot be used with them"
+            )
+        split = digits_split()
+        index = _subset_index(split.train_images.shape[0], None if n is None else _check_count(n), _generator(seed))
+        return cls(
+            _take(split.train_images, index),
+            DIGITS,
+            held_out=split.held_out_images,
+            labels=_take(split.train_labels, index),
+            held_out_labels=split.held_out_labels,
+            n_classes=N_CLASSES,
+            units=DIGITS_UNITS,
+        )
+
     @property
     def dim(self) -> tuple[int, ...]:
         return tuple(self.data.shape[1:])
@@ -151,9 +248,10 @@ class DataSource:
         return self.data.shape[0]
 
     def __repr__(self) -> str:
-        kind = "toy" if self.is_toy else "file"
+        kind = "toy" if self.is_toy else DIGITS if _is_digits(self.name) else "file"
         held = "" if self.held_out is None else f", held_out={self.held_out.shape[0]}"
-        return f"DataSource({self.name!r}, {kind}, rows={len(self)}, dim={self.dim}{held})"
+        classes = f", n_classes={self.n_classes}" if self.labels is not None else ""
+        return f"DataSource({self.name!r}, {kind}, rows={len(self)}, dim={self.dim}{held}{classes})"
 
     def batch(self, b: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """A (b, ...) float32 training batch: fresh toy samples, or file rows drawn uniformly
@@ -163,6 +261,16 @@ class DataSource:
             return sample_toy(self.name, b, generator)
         index = torch.randint(0, len(self), (b,), generator=generator)
         return self.data[index]
+
+    def batch_with_labels(self, b: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A training batch and its labels: ((b, ...) float32, (b,) int64), drawn exactly as
+        :meth:`batch` draws (same generator use, so the same rows for the same generator state).
+        Unlabelled data gives ``(batch(b, generator), None)``."""
+        if self.labels is None:
+            return self.batch(b, generator), None
+        b = _check_count(b)
+        index = torch.randint(0, len(self), (b,), generator=generator)
+        return self.data[index], self.labels[index]
 
     def holdout(self, n: int, seed: int = 0) -> torch.Tensor:
         """An evaluation sample independent of the training data.
@@ -174,18 +282,29 @@ class DataSource:
         Raises:
             FluxMatchError: a file source built without a held-out split.
         """
+        return self.holdout_with_labels(n, seed)[0]
+
+    def holdout_with_labels(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`holdout` and the labels of its rows ((n', ...) float32, (n',) int64); the labels
+        are None for unlabelled data. The rows are exactly those :meth:`holdout` returns."""
         n = _check_count(n)
         generator = _generator(_derived_seed(seed, 1))
         if self.is_toy:
-            return sample_toy(self.name, n, generator)
+            return sample_toy(self.name, n, generator), None
         if self.held_out is None:
             raise FluxMatchError(f"{self.name} has no held-out rows: build the source with holdout_fraction > 0")
-        return _subset(self.held_out, n, generator)
+        index = _subset_index(self.held_out.shape[0], n, generator)
+        return _take(self.held_out, index), _take(self.held_out_labels, index)
 
 
 __all__ = [
     "TOY_DATASETS",
+    "DIGITS_UNITS",
     "DataSource",
+    "digits_split",
+    "from_pixels",
+    "load_digits_images",
+    "to_pixels",
     "FILE_EXTENSIONS",
     "load_array",
     "load_data",

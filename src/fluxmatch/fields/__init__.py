@@ -24,9 +24,10 @@ class Unconditional(nn.Module):
         return self.module(x)
 
 
-def call_field(field, x: torch.Tensor, c=None) -> torch.Tensor:
-    """``field(x, c)``, checking that the output has the input's shape."""
-    out = field(x, c)
+def call_field(field, x: torch.Tensor, c=None, labels=None) -> torch.Tensor:
+    """``field(x, c)`` (``field(x, c, labels)`` when labels are given), checking that the output
+    has the input's shape."""
+    out = field(x, c) if labels is None else field(x, c, labels)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise FluxMatchError(f"the field returned shape {shape} for input of shape {tuple(x.shape)}: a field must map x to a tensor shaped like x")

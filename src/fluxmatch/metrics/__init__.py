@@ -1,6 +1,7 @@
-"""Evaluation metrics: distances between samples and diagnostics of vector fields."""
+"""Evaluation metrics: distances between samples, image metrics (FD-digits, class coverage) and diagnostics of vector fields."""
 
 from .fields import curl_2d, divergence_field, field_on_grid, grid_points, jacobian, mean_abs_curl
+from .images import class_coverage, digit_features, digits_classifier, fd_digits, frechet_distance, gaussian_frechet_distance, image_metrics
 from .samples import energy_distance, mmd_rbf, sample_metrics, sliced_wasserstein2, wasserstein2
 
 __all__ = [
@@ -15,4 +16,11 @@ __all__ = [
     "mean_abs_curl",
     "field_on_grid",
     "grid_points",
+    "frechet_distance",
+    "gaussian_frechet_distance",
+    "digits_classifier",
+    "digit_features",
+    "fd_digits",
+    "class_coverage",
+    "image_metrics",
 ]

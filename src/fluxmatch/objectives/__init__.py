@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from ..errors import FluxMatchError
+from .annealed import AnnealedDSM, AnnealedFluxMatching
 from .base import ObjectiveOutput
 from .dsm import DenoisingScoreMatching
 from .flow import FlowMatching
 from .flux import FluxMatching
 from .horizon import ExponentialHorizon, UniformHorizon
 
-OBJECTIVES = {"flux": FluxMatching, "dsm": DenoisingScoreMatching, "flow": FlowMatching}
+OBJECTIVES = {
+    "flux": FluxMatching,
+    "dsm": DenoisingScoreMatching,
+    "flow": FlowMatching,
+    "flux_annealed": AnnealedFluxMatching,
+    "dsm_annealed": AnnealedDSM,
+}
 
 
 def build_objective(config: dict):
@@ -26,6 +33,8 @@ __all__ = [
     "FluxMatching",
     "FlowMatching",
     "DenoisingScoreMatching",
+    "AnnealedFluxMatching",
+    "AnnealedDSM",
     "UniformHorizon",
     "ExponentialHorizon",
     "OBJECTIVES",

@@ -161,31 +161,34 @@ class FluxMatching(nn.Module):
             {"params": list(self.potential.parameters()), "lr": lr * self.potential_lr_scale},
         ]
 
-    def forward(self, field, x: torch.Tensor, reference: GaussianMixture | None = None) -> ObjectiveOutput:
+    def forward(self, field, x: torch.Tensor, reference: GaussianMixture | None = None, sigma: float | None = None) -> ObjectiveOutput:
+        """Per-sample losses on the batch x (B, ...); ``sigma`` overrides the objective's σ for
+        this call (the noise-annealed objective draws one per batch for the horizon estimators)."""
         x = check_batch(x)
         b = x.shape[0]
-        sigma = x.new_full((b,), self.sigma)
+        level = self.sigma if sigma is None else check_sigma(sigma)
+        sigmas = x.new_full((b,), level)
         if self.estimator == "potential":
-            return self._potential_form(field, x, reference, sigma)
-        ref = EmpiricalGaussian(x, self.sigma) if reference is None else reference
-        t, q = self.horizon_sampler.sample(b, sigma)
+            return self._potential_form(field, x, reference, sigmas, level)
+        ref = EmpiricalGaussian(x, level) if reference is None else reference
+        t, q = self.horizon_sampler.sample(b, sigmas)
         draw = ref.sample_components(b)
         if self.dynamics == "component":
-            paths = component_ou(draw, t, self.sigma)
+            paths = component_ou(draw, t, level)
         else:
-            paths = reference_langevin(ref, draw.x, t, self.sigma, self.substeps)
+            paths = reference_langevin(ref, draw.x, t, level, self.substeps)
         if self.estimator == "gradient":
-            surrogate, reward, r_end = self._gradient_form(field, ref, paths, q, sigma, x.shape)
+            surrogate, reward, r_end = self._gradient_form(field, ref, paths, q, sigmas, x.shape)
         else:
-            surrogate, reward, r_end = self._product_form(field, ref, paths, q, sigma, x.shape)
-        loss = surrogate + self.horizon_sampler.reinforce_loss(t, sigma, reward)
+            surrogate, reward, r_end = self._product_form(field, ref, paths, q, sigmas, x.shape)
+        loss = surrogate + self.horizon_sampler.reinforce_loss(t, sigmas, reward)
         terms = {
             "surrogate": float(surrogate.detach().mean()),
             "residual_rms": float(r_end.square().mean().sqrt()),
         }
         return ObjectiveOutput(loss, terms)
 
-    def _potential_form(self, field, x, reference, sigma) -> ObjectiveOutput:
+    def _potential_form(self, field, x, reference, sigma, level: float) -> ObjectiveOutput:
         """J = E|∇φ|²/σ² through its dual: ∇g_ψ fits −∇φ by regression, the field follows ∇g_ψ.
 
         With ``u = f − s = ∇φ + w`` (w ⊥ gradients in L²(p)), ``E|∇g + u|² = E|∇g + ∇φ|² + E|w|²``
@@ -197,19 +200,19 @@ class FluxMatching(nn.Module):
         of MATH.md eq. (4) in the same σ² time unit.
         """
         if reference is None and self.rao_blackwell:
-            x0, score_target = grouped_denoising_target(x, self.sigma, self.target_group)
+            x0, score_target = grouped_denoising_target(x, level, self.target_group)
         elif reference is None:
             eps = torch.randn_like(x)
-            x0 = x + self.sigma * eps
-            score_target = -eps / self.sigma
+            x0 = x + level * eps
+            score_target = -eps / level
         else:
             x0 = reference.sample(x.shape[0]).reshape(x.shape)
             score_target = reference.score(x0)
         f0 = call_field(field, x0, sigma)
         v = self.potential.gradient(x0, sigma)
         fit = (v + f0.detach() - score_target).reshape(x.shape[0], -1).square().sum(1)
-        surrogate = -2.0 * (f0 * v.detach()).reshape(x.shape[0], -1).sum(1) / self.sigma**2
-        flux = v.detach().reshape(x.shape[0], -1).square().sum(1).mean() / self.sigma**2
+        surrogate = -2.0 * (f0 * v.detach()).reshape(x.shape[0], -1).sum(1) / level**2
+        flux = v.detach().reshape(x.shape[0], -1).square().sum(1).mean() / level**2
         terms = {"surrogate": float(surrogate.detach().mean()), "potential_fit": float(fit.detach().mean()), "flux_estimate": float(flux)}
         return ObjectiveOutput(fit + surrogate, terms)
 

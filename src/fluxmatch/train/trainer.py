@@ -138,7 +138,17 @@ class Trainer:
         if getattr(self.field, "conditioning", None) == "time":
             return torch.ones(b)
         sigma = getattr(self.objective, "sigma", None)
+        if sigma is None and hasattr(self.objective, "draw_sigma"):
+            return torch.ones(b)  # a noise-annealed objective: any σ will do for the shape check
         return None if sigma is None else torch.full((b,), float(sigma))
+
+    @property
+    def uses_labels(self) -> bool:
+        """Whether batches carry class labels: labelled data and a class-conditional field."""
+        return getattr(self.data, "labels", None) is not None and int(getattr(self.field, "n_classes", 0) or 0) > 0
+
+    def _labels_for_check(self, b: int):
+        return torch.as_tensor(self.data.labels[:b]).long() if self.uses_labels else None
 
     def _training_points(self) -> torch.Tensor:
         points = torch.as_tensor(self.data.data).float()
@@ -150,7 +160,7 @@ class Trainer:
         """Check the field maps a few data points to a tensor of their shape, before any training."""
         points = self._training_points()[:8]
         with torch.no_grad():
-            call_field(self.field, points, self._conditioning(points.shape[0]))
+            call_field(self.field, points, self._conditioning(points.shape[0]), self._labels_for_check(points.shape[0]))
 
     def _run_config(self) -> dict:
         points = self._training_points()
@@ -163,6 +173,8 @@ class Trainer:
                 "dim": [int(d) for d in self.data.dim],
                 "mean": points.mean(0).tolist(),
                 "std": points.std(0, unbiased=False).tolist(),
+                "units": getattr(self.data, "units", None),
+                "n_classes": int(getattr(self.data, "n_classes", 0) or 0),
             },
             "sampler": dict(self.sampler),
         }
@@ -244,8 +256,11 @@ class Trainer:
                 lr = cfg.lr_at(k)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_scale"]
-                batch = self.data.batch(cfg.batch_size, generator)
-                out = self.objective(self.field, batch)
+                if self.uses_labels:
+                    batch, labels = self.data.batch_with_labels(cfg.batch_size, generator)
+                    out = self.objective(self.field, batch, labels=labels)
+                else:
+                    out = self.objective(self.field, self.data.batch(cfg.batch_size, generator))
                 loss = out.loss.mean()
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):

@@ -1,0 +1,247 @@
+"""Noise-annealed objectives: one field f(x, σ) trained over a continuum of σ (MATH.md §4).
+
+Every row of a batch draws its own σ from a σ distribution (EDM's log-normal or log-uniform).
+The per-row loss, written in score units, is weighted by λ(σ) (EDM: the preconditioned-output
+loss) and balanced across σ by a learned normaliser, ``ℓ/exp(n(σ)) + n(σ)``. The same
+machinery serves denoising score matching (the baseline) and Flux Matching, so a comparison
+changes the objective and nothing else.
+
+Flux Matching's default, the potential estimator, extends to a σ per row exactly: its target,
+the score of the batch smoothed at σ_i, needs only the shared distance matrix (see
+:func:`~fluxmatch.reference.annealed_denoising_target`). The finite-horizon estimators
+("product", "gradient") simulate the batch reference's dynamics, which the whole batch shares,
+so they draw one σ per batch as MATH.md §4 states, with the σ-conditioned horizon sampler.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import FluxMatchError, check_positive
+from ..fields import call_field
+from ..reference import annealed_denoising_target
+from .base import ObjectiveOutput, check_batch
+from .flux import FluxMatching
+from .noise_levels import WEIGHTINGS, loss_weight, make_sigma_distribution
+from .normaliser import LossNormaliser
+
+
+def _rowsum(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).sum(1)
+
+
+class _Annealed(nn.Module):
+    """What the noise-annealed objectives share: σ draws, weighting, normaliser, label dropout."""
+
+    name = ""
+
+    def __init__(self, sigma_distribution="edm", weighting: str = "edm", sigma_data: float = 0.5, normaliser: bool = True, label_dropout: float = 0.1, rao_blackwell: bool = False) -> None:
+        super().__init__()
+        self.sigmas = make_sigma_distribution(sigma_distribution)
+        if weighting not in WEIGHTINGS:
+            raise FluxMatchError(f"unknown loss weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")
+        self.weighting = weighting
+        self.sigma_data = check_positive(sigma_data, "sigma_data")
+        if not 0.0 <= float(label_dropout) < 1.0:
+            raise FluxMatchError(f"label_dropout must lie in [0, 1), got {label_dropout!r}")
+        self.label_dropout = float(label_dropout)
+        self.rao_blackwell = bool(rao_blackwell)
+        self.normaliser = LossNormaliser() if normaliser else None
+
+    sigma = None  # no fixed noise level: the field is conditioned on σ
+
+    @property
+    def config(self) -> dict:
+        return {
+            "name": self.name,
+            "sigma_distribution": self.sigmas.config,
+            "weighting": self.weighting,
+            "sigma_data": self.sigma_data,
+            "normaliser": self.normaliser is not None,
+            "label_dropout": self.label_dropout,
+            "rao_blackwell": self.rao_blackwell,
+        }
+
+    def draw_sigma(self, b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """(b,) noise levels, one per row."""
+        return self.sigmas.sample(b, generator, device)
+
+    def _labels(self, field, labels: torch.Tensor | None, b: int) -> tuple[torch.Tensor | None, int | None]:
+        """Labels after classifier-free-guidance dropout, and the null label (None: unconditional)."""
+        n_classes = int(getattr(field, "n_classes", 0) or 0)
+        if labels is None or n_classes == 0:
+            return None, None
+        labels = torch.as_tensor(labels, device=labels.device).long().reshape(-1)
+        if labels.shape[0] != b:
+            raise FluxMatchError(f"got {labels.shape[0]} labels for a batch of {b}")
+        if labels.min() < 0 or labels.max() >= n_classes:
+            raise FluxMatchError(f"labels must lie in 0..{n_classes - 1}, got range {int(labels.min())}..{int(labels.max())}")
+        if self.training and self.label_dropout > 0:
+            drop = torch.rand(b, device=labels.device) < self.label_dropout
+            labels = torch.where(drop, torch.full_like(labels, n_classes), labels)
+        return labels, n_classes
+
+    def _normalise(self, loss: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return loss if self.normaliser is None else self.normaliser.normalise(loss, sigma)
+
+    def _check_reference(self, reference) -> None:
+        if reference is not None:
+            raise FluxMatchError(f"the noise-annealed {self.name} objective trains on the data batch; an analytic reference is a fixed-σ feature")
+
+
+class AnnealedDSM(_Annealed):
+    """Denoising score matching over a continuum of σ: ``λ(σ)|f(x + σε, σ) + ε/σ|²``, normalised.
+
+    Args:
+        sigma_distribution: "edm" (ln σ ~ N(−1.2, 1.2²)), "loguniform" or a config dict.
+        weighting: λ(σ): "edm" (EDM's preconditioned-output loss), "sigma2" or "none".
+        sigma_data: σ_data of the data (model units), for the "edm" weighting.
+        normaliser: learn n(σ) and use ``ℓ/exp(n) + n``.
+        label_dropout: fraction of labels replaced by the null class (class-conditional fields).
+        rao_blackwell: regress on the batch posterior mean of the target (off: plain DSM).
+
+    Call: ``objective(field, x, labels=None)``, x (B, ...) in model units; the field is called
+    as ``field(z, σ)`` or ``field(z, σ, labels)`` with σ a (B,) tensor. Loss (B,).
+    """
+
+    name = "dsm_annealed"
+
+    def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
+        return [{"params": [*field.parameters(), *self.parameters()], "lr": lr}]
+
+    def forward(self, field, x: torch.Tensor, reference=None, labels: torch.Tensor | None = None) -> ObjectiveOutput:
+        self._check_reference(reference)
+        x = check_batch(x)
+        b = x.shape[0]
+        sigma = self.draw_sigma(b, device=x.device)
+        labels, null = self._labels(field, labels, b)
+        z, target = annealed_denoising_target(x, sigma, labels, null, self.rao_blackwell)
+        raw = _rowsum((call_field(field, z, sigma, labels) - target).square()) * loss_weight(sigma, self.weighting, self.sigma_data)
+        loss = self._normalise(raw, sigma)
+        return ObjectiveOutput(loss, {"dsm": float(raw.detach().mean())})
+
+
+class AnnealedFluxMatching(_Annealed):
+    """Flux Matching over a continuum of σ.
+
+    Default ("potential" estimator): a scalar potential g(x, σ) learns ∇g ≈ −∇φ_σ, the gradient
+    part of u = f − s_σ, by the regression ``λ(σ)|∇g + f − s|²`` (the target s is the score of
+    the batch smoothed at each row's σ, or the denoising target); the field follows
+    ``−2λ(σ) f·sg(∇g)``, whose gradient is 2λ(σ)E[∂_θu·∇φ_σ]: DSM's gradient with u replaced by
+    its gradient part, so any divergence-free flux ∇·(p_σ w) = 0 is left free at every σ. The
+    normaliser n(σ) is learned on the regression (a proper, positive loss) and divides both.
+
+    Args (besides those of :class:`AnnealedDSM`):
+        estimator: "potential" (default), or "product" / "gradient" (one σ per batch, finite
+            horizon, the fixed-σ machinery of :class:`~fluxmatch.objectives.FluxMatching` with
+            its σ-conditioned horizon sampler; λ(σ) weighting, no normaliser).
+        dim: coordinates per data point (for the default potential).
+        potential: a module with ``gradient(x, σ, labels=None, create_graph=True)``; default an
+            EDM-preconditioned MLP potential on the flattened point.
+        potential_hidden: its hidden widths.
+        n_classes: classes of a class-conditional potential (0: unconditional).
+        field_lr_scale, potential_lr_scale: learning-rate multipliers of the two players.
+        fixed_sigma_options: options passed to the inner fixed-σ objective (finite-horizon estimators).
+    """
+
+    name = "flux_annealed"
+
+    def __init__(
+        self,
+        sigma_distribution="edm",
+        weighting: str = "edm",
+        sigma_data: float = 0.5,
+        normaliser: bool = True,
+        label_dropout: float = 0.1,
+        rao_blackwell: bool = True,
+        estimator: str = "potential",
+        dim: int | None = None,
+        potential: nn.Module | None = None,
+        potential_hidden: tuple[int, ...] = (256, 256),
+        n_classes: int = 0,
+        field_lr_scale: float = 0.5,
+        potential_lr_scale: float = 20.0,
+        fixed_sigma_options: dict | None = None,
+    ) -> None:
+        super().__init__(sigma_distribution, weighting, sigma_data, normaliser and estimator == "potential", label_dropout, rao_blackwell)
+        self.estimator = estimator
+        self.dim = dim
+        self.potential_hidden = tuple(int(h) for h in potential_hidden)
+        self.n_classes = int(n_classes)
+        self.field_lr_scale = check_positive(field_lr_scale, "field_lr_scale")
+        self.potential_lr_scale = check_positive(potential_lr_scale, "potential_lr_scale")
+        self.fixed_sigma_options = dict(fixed_sigma_options or {})
+        self.potential = None
+        self.inner = None
+        if estimator == "potential":
+            if potential is None and dim is None:
+                raise FluxMatchError("the potential estimator needs the data dimension: AnnealedFluxMatching(dim=d) or a potential module")
+            self.potential = potential if potential is not None else _default_potential(dim, self.potential_hidden, self.sigma_data, self.n_classes)
+        elif estimator in ("product", "gradient"):
+            self.inner = FluxMatching(estimator=estimator, dim=dim, **self.fixed_sigma_options)
+        else:
+            raise FluxMatchError(f"unknown flux estimator {estimator!r}: expected potential, product or gradient")
+
+    @property
+    def config(self) -> dict:
+        return {
+            **super().config,
+            "estimator": self.estimator,
+            "dim": self.dim,
+            "potential_hidden": list(self.potential_hidden),
+            "n_classes": self.n_classes,
+            "field_lr_scale": self.field_lr_scale,
+            "potential_lr_scale": self.potential_lr_scale,
+            "fixed_sigma_options": self.fixed_sigma_options,
+        }
+
+    def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
+        """The field at ``field_lr_scale``; the potential and normaliser at ``potential_lr_scale``."""
+        own = [p for name, p in self.named_parameters() if not name.startswith("potential.")]
+        if self.potential is None:
+            return [{"params": [*field.parameters(), *own], "lr": lr}]
+        return [
+            {"params": list(field.parameters()), "lr": lr * self.field_lr_scale},
+            {"params": [*self.potential.parameters(), *own], "lr": lr * self.potential_lr_scale},
+        ]
+
+    def forward(self, field, x: torch.Tensor, reference=None, labels: torch.Tensor | None = None) -> ObjectiveOutput:
+        self._check_reference(reference)
+        x = check_batch(x)
+        b = x.shape[0]
+        if self.inner is not None:
+            return self._horizon_form(field, x, labels)
+        sigma = self.draw_sigma(b, device=x.device)
+        labels, null = self._labels(field, labels, b)
+        x0, target = annealed_denoising_target(x, sigma, labels, null, self.rao_blackwell)
+        weight = loss_weight(sigma, self.weighting, self.sigma_data)
+        f0 = call_field(field, x0, sigma, labels)
+        v = self.potential.gradient(x0, sigma, labels) if labels is not None else self.potential.gradient(x0, sigma)
+        fit = _rowsum((v + f0.detach() - target).square()) * weight
+        surrogate = -2.0 * _rowsum(f0 * v.detach()) * weight
+        scale = torch.ones_like(sigma) if self.normaliser is None else torch.exp(-self.normaliser(sigma)).detach()
+        loss = self._normalise(fit, sigma) + surrogate * scale
+        terms = {
+            "potential_fit": float(fit.detach().mean()),
+            "surrogate": float(surrogate.detach().mean()),
+            "flux_estimate": float((_rowsum(v.detach().square()) * weight).mean()),
+        }
+        return ObjectiveOutput(loss, terms)
+
+    def _horizon_form(self, field, x: torch.Tensor, labels) -> ObjectiveOutput:
+        """One σ for the batch; the fixed-σ finite-horizon estimator at that σ, weighted by λ(σ)."""
+        if labels is not None and int(getattr(field, "n_classes", 0) or 0):
+            raise FluxMatchError("the finite-horizon flux estimators do not take class labels; use estimator='potential'")
+        sigma = self.draw_sigma(1, device=x.device)
+        out = self.inner(field, x, sigma=float(sigma))
+        weight = float(loss_weight(sigma, self.weighting, self.sigma_data))
+        return ObjectiveOutput(out.loss * weight, {**out.terms, "sigma": float(sigma)})
+
+
+def _default_potential(dim: int, hidden: tuple[int, ...], sigma_data: float, n_classes: int) -> nn.Module:
+    from ..fields.precond import MLPScalar, PreconditionedPotential
+
+    return PreconditionedPotential(MLPScalar(int(dim), hidden, n_classes=n_classes), sigma_data=sigma_data)
