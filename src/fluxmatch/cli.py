@@ -17,6 +17,7 @@ from .errors import FluxMatchError
 PROG = "fluxmatch"
 EXIT_BAD_INPUT = 2
 DEFAULT_RUN = "runs/ring-flux"
+SAMPLERS = ("heun", "euler", "dopri5", "sde", "pc")  # noise-annealed samplers of image runs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,10 +70,10 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     train = commands.add_parser("train", help="train a field and write a run directory", description="Train a field, sample it and evaluate the samples; every option has a default (the ring demo).")
-    train.add_argument("--data", default="ring", help="toy set (ring, 8gaussians, moons, checkerboard, spirals) or a .npy/.npz/.csv file (default: ring)")
+    train.add_argument("--data", default="ring", help="toy set (ring, 8gaussians, moons, checkerboard, spirals), digits (8×8 images) or a .npy/.npz/.csv file (default: ring)")
     train.add_argument("--objective", default="flux", choices=("flux", "dsm", "flow"), help="training objective (default: flux)")
-    train.add_argument("--steps", type=int, default=2000, help="optimizer steps (default: 2000)")
-    train.add_argument("--batch-size", type=int, default=512, help="batch size (default: 512)")
+    train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 2000; images 6000)")
+    train.add_argument("--batch-size", type=int, default=None, help="batch size (default: 512; images 128)")
     train.add_argument("--sigma", type=float, default=0.2236, help="noise level σ > 0 in data units (default: 0.2236)")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument("--out", default=None, help="run directory (default: runs/<data>-<objective>)")
@@ -87,17 +88,26 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--divergence", default="auto", choices=("auto", "exact", "hutchinson"), help="flux divergence estimator (default: auto)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run in --out up to --steps")
     train.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    train.add_argument("--eval-samples", type=int, default=2000, help="samples drawn for evaluation (default: 2000)")
-    train.add_argument("--sample-steps", type=int, default=2000, help="Langevin steps for sampling (default: 2000)")
+    train.add_argument("--eval-samples", type=int, default=None, help="samples drawn for evaluation (default: 2000; images 1000)")
+    train.add_argument("--sample-steps", type=int, default=None, help="Langevin steps for sampling (default: 2000); images: noise levels of the sampler (default: 18)")
     train.add_argument("--step-size", type=float, default=0.005, help="Langevin step size ε (default: 0.005)")
+    image = train.add_argument_group("image runs (--data digits)")
+    image.add_argument("--unet", default="digits", help="UNet size preset: digits, cifar10, celeba64 (default: digits)")
+    image.add_argument("--class-conditional", action="store_true", help="condition the field on the labels (classifier-free guidance; 10%% label dropout)")
+    image.add_argument("--sampler", default=None, choices=SAMPLERS, help="noise-annealed sampler stored as the run's default (default: heun)")
+    image.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale stored as the run's default (default: 1)")
+    image.add_argument("--nll-samples", type=int, default=200, help="held-out images whose NLL (bits/dim) is measured; 0 skips it (default: 200)")
 
-    sample = commands.add_parser("sample", help="draw samples from a trained run", description="Draw Langevin samples from a trained run's EMA field.")
+    sample = commands.add_parser("sample", help="draw samples from a trained run", description="Draw samples from a trained run's EMA field (Langevin dynamics; a flow run's ODE; an image run's noise-annealed sampler, in the data's own units).")
     sample.add_argument("--run", default=DEFAULT_RUN, help=f"run directory (default: {DEFAULT_RUN})")
     sample.add_argument("--n", type=int, default=2000, help="number of samples (default: 2000)")
     sample.add_argument("--steps", type=int, default=None, help="Langevin steps (default: the run's)")
     sample.add_argument("--step-size", type=float, default=None, help="Langevin step size (default: the run's)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--out", default=None, help="output .npy file (default: <run>/samples-seed<K>.npy)")
+    sample.add_argument("--sampler", default=None, choices=SAMPLERS, help="image runs: heun, euler, dopri5 (probability-flow ODE), sde (reverse SDE), pc (predictor-corrector) (default: the run's)")
+    sample.add_argument("--guidance", type=float, default=None, help="image runs, class-conditional: guidance scale, 0 = unconditional (default: the run's)")
+    sample.add_argument("--label", type=int, default=None, help="image runs, class-conditional: draw only this class (default: all classes equally)")
 
     evaluate = commands.add_parser("evaluate", help="print sample metrics of a trained run as JSON", description="Sample a trained run and print metrics against held-out data as JSON.")
     evaluate.add_argument("--run", default=DEFAULT_RUN, help=f"run directory (default: {DEFAULT_RUN})")
@@ -137,6 +147,27 @@ def _number(value) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
+def _image_options(args) -> dict:
+    """The image-run options the user set (the image pipeline's defaults fill the rest)."""
+    options: dict = {}
+    if args.unet != "digits":
+        options["preset"] = args.unet
+    if args.class_conditional:
+        options["class_conditional"] = True
+    sampler = {k: v for k, v in (("method", args.sampler), ("guidance", args.guidance)) if v is not None}
+    if sampler:
+        options["sampler"] = sampler
+    if args.nll_samples != 200:
+        options["nll_n"] = args.nll_samples
+    return options
+
+
+def _print_image_result(result: dict) -> None:
+    for key in ("fd_digits", "fd_digits_floor", "class_coverage", "nll_bits_per_dim"):
+        if key in result:
+            print(f"{key:<18} {_number(result[key])}")
+
+
 def _train(args) -> None:
     from .pipeline import train_run
 
@@ -159,7 +190,9 @@ def _train(args) -> None:
         n_eval=args.eval_samples,
         sample_steps=args.sample_steps,
         step_size=args.step_size,
-        **({"estimator": args.estimator, "dynamics": args.dynamics} if args.objective == "flux" else {}),
+        **({"estimator": args.estimator} if args.objective == "flux" and args.estimator != "potential" else {}),
+        **({"dynamics": args.dynamics} if args.objective == "flux" and args.dynamics != "component" else {}),
+        **({"image": _image_options(args)} if args.data == "digits" or _image_options(args) else {}),
         **({"path": args.path, "coupling": args.coupling} if args.objective == "flow" else {}),
     )
     train = result["train"]
@@ -167,6 +200,12 @@ def _train(args) -> None:
         f"trained {args.objective} on {args.data} for {train['steps']} steps "
         f"in {train['wall_time_s']:.1f} s (median {_number(train['median_step_ms'])} ms/step)"
     )
+    if "w2" not in result:
+        _print_image_result(result)
+        print("wrote:")
+        for name in result["files"]:
+            print(f"  {Path(out) / name}")
+        return
     print(f"{'metric':<10} {'samples':>10} {'floor':>10}")
     for key in ("w2", "sliced_w2", "mmd", "energy"):
         print(f"{key:<10} {_number(result[key]):>10} {_number(result.get('floor_' + key)):>10}")
@@ -181,7 +220,7 @@ def _sample(args) -> None:
     from .pipeline import sample_run
 
     out = args.out or str(Path(args.run) / f"samples-seed{args.seed}.npy")
-    samples = sample_run(args.run, n=args.n, steps=args.steps, step_size=args.step_size, seed=args.seed, out=out)
+    samples = sample_run(args.run, n=args.n, steps=args.steps, step_size=args.step_size, seed=args.seed, out=out, sampler=args.sampler, guidance=args.guidance, label=args.label)
     print(f"wrote {samples.shape[0]} samples of shape {tuple(samples.shape[1:])} to {out}")
 
 

@@ -31,6 +31,7 @@ from .objectives import DenoisingScoreMatching, FlowMatching, FluxMatching
 from .samplers import langevin, solve_ode
 from .train import LoadedRun, Trainer, TrainConfig, load_run
 from .train.checkpoint import atomic_write_bytes, atomic_write_json
+from .annealed_runs import draw_annealed, image_evaluation, is_annealed_run, to_data_units, train_annealed_run
 
 OBJECTIVE_NAMES = ("flux", "dsm", "flow")
 DIVERGENCE_METHODS = ("auto", "exact", "hutchinson")
@@ -190,9 +191,24 @@ def _curl(run: LoadedRun, points: torch.Tensor) -> float | None:
 
 
 def sample_run(
-    run, n: int = 2000, steps: int | None = None, step_size: float | None = None, seed: int = 0, out=None, progress: bool = False, ode_method: str | None = None
+    run,
+    n: int = 2000,
+    steps: int | None = None,
+    step_size: float | None = None,
+    seed: int = 0,
+    out=None,
+    progress: bool = False,
+    ode_method: str | None = None,
+    sampler: str | None = None,
+    guidance: float | None = None,
+    label: int | None = None,
 ) -> np.ndarray:
-    """Draw samples from a trained run: Langevin dynamics, or the ODE for a flow-matching run.
+    """Draw samples from a trained run: Langevin dynamics, the ODE for a flow-matching run, or
+    a noise-annealed sampler for a σ-conditioned (image) run.
+
+    A noise-annealed run is sampled down EDM's noise schedule (``steps`` noise levels; ``sampler``
+    "heun", "euler", "dopri5", "sde" or "pc"; class-conditional runs take ``guidance`` and
+    ``label``) and its samples come back in the data's own units (digits: 0..16).
 
     Args:
         run: run directory (or a :class:`~fluxmatch.train.LoadedRun`).
@@ -211,8 +227,15 @@ def sample_run(
     Raises FluxMatchError for a bad run directory, bad settings, or a diverged sampler.
     """
     run = _as_run(run)
-    samples = _draw(run, n, steps, step_size, seed, progress, ode_method)
-    _check_finite(samples, f"run {run.run_dir}")
+    if is_annealed_run(run):
+        samples, _ = draw_annealed(run, n, seed, method=sampler, steps=steps, guidance=guidance, label=label, progress=progress)
+        _check_finite(samples, f"run {run.run_dir}")
+        samples = to_data_units(run, samples)
+    else:
+        if sampler is not None or guidance is not None or label is not None:
+            raise FluxMatchError("--sampler, --guidance and --label apply to noise-annealed (image) runs; this run samples by Langevin dynamics or its ODE")
+        samples = _draw(run, n, steps, step_size, seed, progress, ode_method)
+        _check_finite(samples, f"run {run.run_dir}")
     if out is not None:
         _save_npy(out, samples)
     return samples
@@ -235,6 +258,8 @@ def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, steps: int | None
     """
     run = _as_run(run)
     n = _positive_int(n, "the number of evaluation samples")
+    if is_annealed_run(run):
+        return _evaluate_annealed(run, data, n, seed, steps)
     spec = _data_spec(data) if data is not None else (run.config.get("data") or {}).get("spec")
     if spec is None:
         raise FluxMatchError(f"{run.run_dir / 'config.json'} names no data: pass the data to evaluate on")
@@ -245,6 +270,16 @@ def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, steps: int | None
     _check_finite(samples, f"run {run.run_dir}")
     metrics = sample_metrics(samples, held, reference=reference, seed=seed)
     return {**metrics, "mean_abs_curl": _curl(run, held), "n": int(samples.shape[0]), "n_data": int(held.shape[0])}
+
+
+def _evaluate_annealed(run: LoadedRun, data, n: int, seed: int, steps: int | None, nll_n: int = 200) -> dict:
+    spec = (run.config.get("data") or {}).get("spec")
+    if data is not None and _data_spec(data) != spec:
+        raise FluxMatchError(f"a noise-annealed run is evaluated on its own data ({spec}), not {data}")
+    source = DataSource.from_spec(spec, seed=int((run.config.get("train") or {}).get("seed", 0)))
+    samples, nfe = draw_annealed(run, n, seed, steps=steps)
+    _check_finite(samples, f"run {run.run_dir}")
+    return {**image_evaluation(run, source, samples, seed, nll_n), "n": int(samples.shape[0]), "nfe": nfe}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,8 +310,8 @@ def _loss_keys(log_path: Path) -> list[str]:
 def train_run(
     data="ring",
     objective: str = "flux",
-    steps: int = 2000,
-    batch_size: int = 512,
+    steps: int | None = None,
+    batch_size: int | None = None,
     sigma: float = 0.2236,
     seed: int = 0,
     out="runs/demo",
@@ -287,19 +322,27 @@ def train_run(
     grad_clip: float | None = 1.0,
     resume: bool = False,
     progress: bool = True,
-    n_eval: int = 2000,
-    sample_steps: int = 2000,
+    n_eval: int | None = None,
+    sample_steps: int | None = None,
     step_size: float = 0.005,
+    image: dict | None = None,
     **objective_options,
 ) -> dict:
     """Train a field on data, sample it, evaluate it and write a complete run directory.
 
+    Points (toy sets, files): an MLP field at fixed σ, sampled by Langevin dynamics (flow
+    matching: by its ODE). Images (``data="digits"``): an EDM-preconditioned UNet trained over a
+    continuum of σ, sampled down a noise schedule (see :mod:`fluxmatch.annealed_runs`).
+
     Args:
-        data: toy name ("ring", "8gaussians", "moons", "checkerboard", "spirals") or a
-            .npy/.npz/.csv file.
-        objective: "flux" (Flux Matching) or "dsm" (denoising score matching).
+        data: toy name ("ring", "8gaussians", "moons", "checkerboard", "spirals"), "digits",
+            or a .npy/.npz/.csv file.
+        objective: "flux" (Flux Matching), "dsm" (denoising score matching) or "flow".
         steps, batch_size, lr, seed: training settings (:class:`~fluxmatch.train.TrainConfig`;
             cosine schedule, EMA 0.999, grad clip 1; logs every min(50, steps/20) steps).
+            Defaults: 2000 steps of 512 points; images 6000 steps of 128.
+        image: options of image runs (:func:`~fluxmatch.annealed_runs.train_annealed_run`):
+            ``preset``, ``class_conditional``, ``sampler`` (dict), ``nll_n``.
         sigma: noise level σ of the objective (data units).
         out: run directory.
         hidden: MLP hidden widths, e.g. (128, 128) or "128,128".
@@ -317,18 +360,21 @@ def train_run(
         sample against the first), mean_abs_curl (None unless 2-D), "train" (the trainer's
         summary), "sampler", and "files" (names written in ``out``).
     """
-    sigma = check_sigma(sigma)
-    hidden = parse_hidden(hidden)
-    steps = _positive_int(steps, "steps")
-    batch_size = _positive_int(batch_size, "batch size")
-    n_eval = _positive_int(n_eval, "the number of evaluation samples", minimum=2)
-    sample_steps = _positive_int(sample_steps, "the number of sampler steps", minimum=0)
-    step_size = check_positive(step_size, "the sampler step size")
     seed = _positive_int(seed, "seed", minimum=0)
     out = Path(out)
-
     spec = _data_spec(data)
     source = DataSource.from_spec(spec, seed=seed)
+    if len(source.dim) == 3:
+        return _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options)
+    if image:
+        raise FluxMatchError(f"image options apply to image data (N, C, H, W); {spec} has points of shape {tuple(source.dim)}")
+    sigma = check_sigma(sigma)
+    hidden = parse_hidden(hidden)
+    steps = _positive_int(2000 if steps is None else steps, "steps")
+    batch_size = _positive_int(512 if batch_size is None else batch_size, "batch size")
+    n_eval = _positive_int(2000 if n_eval is None else n_eval, "the number of evaluation samples", minimum=2)
+    sample_steps = _positive_int(2000 if sample_steps is None else sample_steps, "the number of sampler steps", minimum=0)
+    step_size = check_positive(step_size, "the sampler step size")
     # seeded before any network is built, the field first: the same seed gives every objective the same initial field
     torch.manual_seed(seed)
     field = MLPField(math.prod(source.dim), hidden, conditioning="time" if objective == "flow" else None)
@@ -375,3 +421,27 @@ def train_run(
     }
     atomic_write_json(out / "metrics.json", result)
     return result
+
+
+def _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options) -> dict:
+    """An image run: the noise-annealed pipeline with the defaults of :func:`train_run`."""
+    if objective not in ("flux", "dsm"):
+        raise FluxMatchError(f"image data trains the noise-annealed flux or dsm objective, not {objective!r}")
+    options = dict(image or {})
+    if sample_steps is not None:
+        options["sampler"] = {**options.get("sampler", {}), "steps": _positive_int(sample_steps, "the number of noise levels")}
+    return train_annealed_run(
+        source,
+        objective,
+        steps=_positive_int(6000 if steps is None else steps, "steps"),
+        batch_size=_positive_int(128 if batch_size is None else batch_size, "batch size"),
+        seed=seed,
+        out=out,
+        lr=lr,
+        grad_clip=grad_clip,
+        resume=resume,
+        progress=progress,
+        n_eval=_positive_int(1000 if n_eval is None else n_eval, "the number of evaluation samples", minimum=2),
+        **options,
+        **objective_options,
+    )

@@ -10,7 +10,10 @@ import torch
 from torch import nn
 
 from ..errors import FluxMatchError
+from .guidance import ClassifierFreeGuidance, drop_labels
 from .mlp import MLPField, MLPPotential
+from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential
+from .unet import UNET_PRESETS, UNet
 
 
 class Unconditional(nn.Module):
@@ -34,7 +37,14 @@ def call_field(field, x: torch.Tensor, c=None, labels=None) -> torch.Tensor:
     return out
 
 
-FIELD_TYPES = {"mlp": MLPField, "mlp_potential": MLPPotential}
+FIELD_TYPES = {
+    "mlp": MLPField,
+    "mlp_potential": MLPPotential,
+    "unet": UNet,
+    "edm": EDMPreconditioned,
+    "mlp_scalar": MLPScalar,
+    "edm_potential": PreconditionedPotential,
+}
 
 
 def build_field(config: dict) -> nn.Module:
@@ -49,4 +59,18 @@ def build_field(config: dict) -> nn.Module:
         raise FluxMatchError(f"bad field config {config}: {err}") from None
 
 
-__all__ = ["MLPField", "MLPPotential", "Unconditional", "call_field", "build_field", "FIELD_TYPES"]
+__all__ = [
+    "MLPField",
+    "MLPPotential",
+    "UNet",
+    "UNET_PRESETS",
+    "EDMPreconditioned",
+    "MLPScalar",
+    "PreconditionedPotential",
+    "ClassifierFreeGuidance",
+    "drop_labels",
+    "Unconditional",
+    "call_field",
+    "build_field",
+    "FIELD_TYPES",
+]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import FluxMatchError, check_positive
-from ..fields import call_field
+from ..fields import call_field, drop_labels
 from ..reference import annealed_denoising_target
 from .base import ObjectiveOutput, check_batch
 from .flux import FluxMatching
@@ -80,8 +80,7 @@ class _Annealed(nn.Module):
         if labels.min() < 0 or labels.max() >= n_classes:
             raise FluxMatchError(f"labels must lie in 0..{n_classes - 1}, got range {int(labels.min())}..{int(labels.max())}")
         if self.training and self.label_dropout > 0:
-            drop = torch.rand(b, device=labels.device) < self.label_dropout
-            labels = torch.where(drop, torch.full_like(labels, n_classes), labels)
+            labels = drop_labels(labels, self.label_dropout, n_classes)
         return labels, n_classes
 
     def _normalise(self, loss: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -219,7 +218,7 @@ class AnnealedFluxMatching(_Annealed):
         x0, target = annealed_denoising_target(x, sigma, labels, null, self.rao_blackwell)
         weight = loss_weight(sigma, self.weighting, self.sigma_data)
         f0 = call_field(field, x0, sigma, labels)
-        v = self.potential.gradient(x0, sigma, labels) if labels is not None else self.potential.gradient(x0, sigma)
+        v = self.potential.gradient(x0, sigma) if labels is None else self.potential.gradient(x0, sigma, labels)
         fit = _rowsum((v + f0.detach() - target).square()) * weight
         surrogate = -2.0 * _rowsum(f0 * v.detach()) * weight
         scale = torch.ones_like(sigma) if self.normaliser is None else torch.exp(-self.normaliser(sigma)).detach()

@@ -1,0 +1,159 @@
+"""EDM preconditioning (Karras et al. 2022) of a backbone, giving a σ-conditioned field in score units.
+
+    D(x, σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ)),      f(x, σ) = (D(x, σ) − x) / σ²
+
+with c_skip = σ_d²/(σ² + σ_d²), c_out = σ σ_d/sqrt(σ² + σ_d²), c_in = 1/sqrt(σ² + σ_d²),
+c_noise = ln(σ)/4 (MATH.md §4). D is a denoiser, f ≈ ∇log p_σ: with F = 0, f = −x/(σ² + σ_d²),
+the exact score of N(0, σ_d² I) smoothed by σ. The field is formed without the cancellation in
+(D − x): f = −x/(σ² + σ_d²) + (c_out/σ²) F.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import FluxMatchError, check_positive
+
+
+def _sigma_column(sigma, x: torch.Tensor) -> torch.Tensor:
+    """σ as a (B, 1, …, 1) tensor broadcasting over x's event dimensions; checked positive."""
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
+    if s.numel() == 1:
+        s = s.expand(x.shape[0])
+    if s.shape[0] != x.shape[0]:
+        raise FluxMatchError(f"got {s.shape[0]} noise levels for a batch of {x.shape[0]}")
+    if not bool((s > 0).all()) or not bool(torch.isfinite(s).all()):
+        raise FluxMatchError("every noise level σ must be a positive finite number")
+    return s.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def edm_coefficients(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out, c_in, c_noise) for σ of any shape (data units)."""
+    total = sigma.square() + sigma_data**2
+    return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt(), sigma.log() / 4
+
+
+class EDMPreconditioned(nn.Module):
+    """A σ-conditioned field f(x, σ[, labels]) = (D(x, σ) − x)/σ² around a backbone F(y, c_noise[, labels]).
+
+    Args:
+        backbone: module called as ``backbone(y, c_noise)`` or ``backbone(y, c_noise, labels)``,
+            returning a tensor shaped like y (e.g. :class:`~fluxmatch.fields.unet.UNet`), or its
+            config dict.
+        sigma_data: σ_d, the data's standard deviation in model units (EDM: 0.5).
+
+    Shapes: x (B, ...) model units; σ a scalar or (B,) tensor > 0; labels (B,) or None. The
+    output is shaped like x, in units 1/model units (a score).
+    """
+
+    conditioning = "sigma"
+
+    def __init__(self, backbone, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(backbone, dict):
+            from . import build_field
+
+            backbone = build_field(backbone)
+        self.backbone = backbone
+        self.sigma_data = check_positive(sigma_data, "sigma_data")
+
+    @property
+    def n_classes(self) -> int:
+        return int(getattr(self.backbone, "n_classes", 0) or 0)
+
+    @property
+    def config(self) -> dict:
+        return {"type": "edm", "backbone": self.backbone.config, "sigma_data": self.sigma_data}
+
+    def _backbone(self, x: torch.Tensor, s: torch.Tensor, labels):
+        c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
+        args = (c_in * x, c_noise.reshape(-1)) if labels is None else (c_in * x, c_noise.reshape(-1), labels)
+        out = self.backbone(*args)
+        if out.shape != x.shape:
+            raise FluxMatchError(f"the backbone returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
+        return c_skip, c_out, out
+
+    def denoise(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """D(x, σ): the denoised estimate of the clean image, shaped like x (model units)."""
+        s = _sigma_column(sigma, x)
+        c_skip, c_out, out = self._backbone(x, s, labels)
+        return c_skip * x + c_out * out
+
+    def forward(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None) -> torch.Tensor:
+        s = _sigma_column(sigma, x)
+        _, c_out, out = self._backbone(x, s, labels)
+        return -x / (s.square() + self.sigma_data**2) + (c_out / s.square()) * out
+
+
+class MLPScalar(nn.Module):
+    """A scalar network G(y, c_noise[, labels]) → (B,) on flattened inputs (SiLU MLP).
+
+    Args:
+        dim: entries per input point; hidden: widths; n_classes: 0, or classes whose one-hot
+            code (with the null class ``n_classes``) is appended to the input.
+    """
+
+    def __init__(self, dim: int, hidden=(256, 256), n_classes: int = 0) -> None:
+        super().__init__()
+        self.dim, self.hidden, self.n_classes = int(dim), tuple(int(h) for h in hidden), int(n_classes)
+        widths = [self.dim + 1 + (self.n_classes + 1 if self.n_classes else 0), *self.hidden]
+        layers: list[nn.Module] = []
+        for a, b in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(a, b), nn.SiLU()]
+        layers.append(nn.Linear(widths[-1], 1))
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def config(self) -> dict:
+        return {"type": "mlp_scalar", "dim": self.dim, "hidden": list(self.hidden), "n_classes": self.n_classes}
+
+    def forward(self, y: torch.Tensor, c_noise, labels: torch.Tensor | None = None) -> torch.Tensor:
+        flat = y.reshape(y.shape[0], -1)
+        if flat.shape[1] != self.dim:
+            raise FluxMatchError(f"this network takes points with {self.dim} entries, got shape {tuple(y.shape)}")
+        parts = [flat, torch.as_tensor(c_noise, dtype=flat.dtype, device=flat.device).reshape(-1, 1).expand(flat.shape[0], 1)]
+        if self.n_classes:
+            if labels is None:
+                labels = torch.full((flat.shape[0],), self.n_classes, dtype=torch.long, device=flat.device)
+            parts.append(nn.functional.one_hot(labels.long(), self.n_classes + 1).to(flat.dtype))
+        return self.net(torch.cat(parts, 1))[:, 0]
+
+
+class PreconditionedPotential(nn.Module):
+    """A scalar potential for Flux Matching's potential estimator on σ-conditioned fields.
+
+    ``gradient(x, σ)`` returns v = (c_out/σ²) ∇_y G(y, c_noise) at y = c_in x: the gradient of
+    the potential g(x, σ) = (c_out/(c_in σ²)) G(c_in x, c_noise) (a conservative field in x),
+    scaled like the field's backbone output in :class:`EDMPreconditioned`, so a unit change of
+    ∇_y G is a unit change of F.
+
+    Args:
+        backbone: scalar network ``G(y, c_noise[, labels]) → (B,)`` (e.g. :class:`MLPScalar`)
+            or its config dict.
+        sigma_data: σ_d as in :class:`EDMPreconditioned`.
+    """
+
+    def __init__(self, backbone, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(backbone, dict):
+            from . import build_field
+
+            backbone = build_field(backbone)
+        self.backbone = backbone
+        self.sigma_data = check_positive(sigma_data, "sigma_data")
+
+    @property
+    def config(self) -> dict:
+        return {"type": "edm_potential", "backbone": self.backbone.config, "sigma_data": self.sigma_data}
+
+    def gradient(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None, create_graph: bool = True) -> torch.Tensor:
+        """v(x, σ), shaped like x (units 1/model units); differentiable in the parameters when
+        ``create_graph``."""
+        s = _sigma_column(sigma, x)
+        _, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
+        with torch.enable_grad():
+            y = (c_in * x).detach().requires_grad_(True)
+            args = (y, c_noise.reshape(-1)) if labels is None else (y, c_noise.reshape(-1), labels)
+            (grad,) = torch.autograd.grad(self.backbone(*args).sum(), y, create_graph=create_graph)
+        return (c_out / s.square()) * grad
