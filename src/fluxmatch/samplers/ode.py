@@ -156,7 +156,10 @@ def _solve_dopri5(velocity, x, t0, t1, steps, rtol, atol, record) -> ODEResult:
     n_frames = steps + 1 if record else 2
     times = torch.linspace(t0, t1, n_frames, dtype=x.dtype, device=x.device)
     try:
-        solution = odeint(func, x, times, rtol=rtol, atol=atol, method="dopri5")
+        # a first step of 1/64 of the span (torchdiffeq's own guess can probe far outside [t0, t1],
+        # where a field may overflow), and steps that land on the output times instead of overshooting
+        options = {"first_step": abs(t1 - t0) / 64, "step_t": times}
+        solution = odeint(func, x, times, rtol=rtol, atol=atol, method="dopri5", options=options)
     except AssertionError as err:  # torchdiffeq's "underflow in dt" when the state blows up
         raise FluxMatchError(f"the ODE solution became non-finite or stiff (dopri5: {err}); check the velocity field") from None
     _check_finite(solution, t1)

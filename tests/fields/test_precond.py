@@ -1,0 +1,97 @@
+"""EDM preconditioning: its coefficients, its limits, and the potential's gradient."""
+
+import pytest
+import torch
+
+from fluxmatch.errors import FluxMatchError
+from fluxmatch.fields import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNet, build_field
+from fluxmatch.fields.precond import edm_coefficients
+
+
+class Zero(torch.nn.Module):
+    n_classes = 0
+    config = {"type": "zero"}
+
+    def forward(self, y, c_noise, labels=None):
+        return torch.zeros_like(y)
+
+
+class Bounded(torch.nn.Module):
+    def forward(self, y, c_noise, labels=None):
+        return torch.tanh(y + c_noise.reshape(-1, 1))
+
+
+def test_coefficients_match_the_formulas():
+    sigma = torch.tensor([0.002, 0.5, 80.0], dtype=torch.float64)
+    c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, 0.5)
+    assert torch.allclose(c_skip, 0.25 / (sigma**2 + 0.25))
+    assert torch.allclose(c_out, sigma * 0.5 / (sigma**2 + 0.25).sqrt())
+    assert torch.allclose(c_in, 1 / (sigma**2 + 0.25).sqrt())
+    assert torch.allclose(c_noise, sigma.log() / 4)
+    # EDM's design: the network's training target (y − c_skip(y + σn))/c_out has unit variance
+    # for data of variance σ_d²: ((1 − c_skip)² σ_d² + c_skip² σ²)/c_out² = 1
+    assert torch.allclose(((1 - c_skip) ** 2 * 0.25 + c_skip**2 * sigma**2) / c_out**2, torch.ones_like(sigma))
+
+
+def test_zero_backbone_gives_the_exact_score_of_the_smoothed_gaussian():
+    """F = 0: f(x, σ) = −x/(σ² + σ_d²), the score of N(0, σ_d² I) ∗ N(0, σ² I); D → x as σ → 0."""
+    field = EDMPreconditioned(Zero(), sigma_data=0.5)
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+    for s in (1e-3, 0.3, 10.0):
+        sigma = torch.full((6,), s, dtype=torch.float64)
+        assert torch.allclose(field(x, sigma), -x / (s**2 + 0.25), rtol=1e-12)
+    tiny = torch.full((6,), 1e-6, dtype=torch.float64)
+    assert torch.allclose(field.denoise(x, tiny), x, atol=1e-10)
+
+
+def test_denoiser_error_is_order_sigma_for_a_bounded_backbone():
+    field = EDMPreconditioned(Bounded(), sigma_data=0.5)
+    x = torch.randn(16, 4, dtype=torch.float64)
+    errors = [float((field.denoise(x, torch.full((16,), s, dtype=torch.float64)) - x).abs().max()) for s in (1e-2, 1e-3, 1e-4)]
+    # |D − x| ≤ (1 − c_skip)|x| + c_out·1 ≈ 2σ for |F| ≤ 1: shrinks tenfold per decade of σ
+    assert errors[0] < 2.5e-2 and errors[1] < 2.5e-3 and errors[2] < 2.5e-4
+
+
+def test_field_is_the_denoiser_difference_over_sigma_squared():
+    torch.manual_seed(0)
+    field = EDMPreconditioned(Bounded(), sigma_data=0.5)
+    x = torch.randn(8, 3, dtype=torch.float64)
+    sigma = torch.exp(torch.randn(8, dtype=torch.float64))
+    expected = (field.denoise(x, sigma) - x) / sigma[:, None] ** 2
+    assert torch.allclose(field(x, sigma), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_bad_sigma_is_refused():
+    field = EDMPreconditioned(Zero())
+    with pytest.raises(FluxMatchError, match="positive"):
+        field(torch.randn(3, 2), torch.tensor([0.1, 0.0, 0.2]))
+    with pytest.raises(FluxMatchError, match="noise levels"):
+        field(torch.randn(3, 2), torch.ones(2))
+
+
+def test_potential_gradient_matches_autograd_of_its_potential():
+    """v = (c_out/σ²)∇_y G at y = c_in x equals ∇_x g for g = c_out/(c_in σ²) · G(c_in x)."""
+    torch.manual_seed(1)
+    potential = PreconditionedPotential(MLPScalar(6, (16,)), sigma_data=0.5).double()
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    sigma = torch.exp(torch.randn(5, dtype=torch.float64))
+    _, c_out, c_in, c_noise = edm_coefficients(sigma, 0.5)
+    g = (c_out / (c_in * sigma**2)) * potential.backbone(c_in[:, None] * x, c_noise)
+    (expected,) = torch.autograd.grad(g.sum(), x)
+    assert torch.allclose(potential.gradient(x.detach(), sigma), expected, rtol=1e-10)
+
+
+def test_configs_rebuild_the_same_functions():
+    torch.manual_seed(2)
+    field = EDMPreconditioned(UNet(in_channels=1, channels=8, channel_mult=(1, 2), n_classes=3, resolution=8))
+    with torch.no_grad():
+        for p in field.parameters():
+            p.add_(0.05 * torch.randn_like(p))  # leave the zero output initialisation
+    copy = build_field(field.config)
+    copy.load_state_dict(field.state_dict())
+    x, sigma, labels = torch.randn(4, 1, 8, 8), torch.rand(4) + 0.1, torch.tensor([0, 1, 2, 3])
+    assert torch.equal(field(x, sigma, labels), copy(x, sigma, labels))
+    potential = PreconditionedPotential(MLPScalar(64, (8,), n_classes=3))
+    rebuilt = build_field(potential.config)
+    rebuilt.load_state_dict(potential.state_dict())
+    assert torch.allclose(potential.gradient(x, sigma, labels), rebuilt.gradient(x, sigma, labels))
