@@ -26,7 +26,7 @@ from .errors import FluxMatchError, check_positive
 from .fields.guidance import ClassifierFreeGuidance
 from .fields.precond import EDMPreconditioned
 from .fields.unet import UNET_PRESETS, UNet
-from .objectives import AnnealedDSM, AnnealedFluxMatching
+from .objectives import AnnealedDSM, AnnealedFluxMatching, WithDesign, design_terms
 from .samplers import edm_sigmas, predictor_corrector, prior_sample, probability_flow, reverse_sde
 from .train import LoadedRun, Trainer, TrainConfig, load_run
 from .train.checkpoint import atomic_write_json
@@ -212,6 +212,7 @@ def train_annealed_run(
     sampler: dict | None = None,
     nll_n: int = 200,
     ema_decay: float = 0.999,
+    design: dict | None = None,
     **objective_options,
 ) -> dict:
     """Train an EDM-preconditioned UNet with a noise-annealed objective on image data, sample it,
@@ -228,6 +229,7 @@ def train_annealed_run(
             objective drops 10% of labels to the null class).
         sampler: overrides of :data:`DEFAULT_SAMPLER` stored as the run's sampling defaults.
         nll_n: held-out images whose NLL (bits/dim) is measured (0: skip).
+        design: weights of design terms (e.g. ``{"mixing": 0.01}``), as in :func:`fluxmatch.pipeline.train_run`.
         objective_options: options of the objective (e.g. ``sigma_distribution="loguniform"``).
 
     Returns:
@@ -245,6 +247,8 @@ def train_annealed_run(
     torch.manual_seed(seed)
     field = build_image_field(event_shape, preset, n_classes)
     objective_module = make_annealed_objective(objective, math.prod(event_shape), n_classes, **objective_options)
+    if design and any(design.values()):
+        objective_module = WithDesign(objective_module, design_terms(design))
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip, progress=progress, ema_decay=ema_decay, log_every=min(50, max(1, steps // 20)))
     summary = Trainer(field, objective_module, source, config, out, sampler={"n": n_eval, "annealed": settings}).fit(resume=resume)
 

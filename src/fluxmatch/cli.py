@@ -18,6 +18,7 @@ PROG = "fluxmatch"
 EXIT_BAD_INPUT = 2
 DEFAULT_RUN = "runs/ring-flux"
 SAMPLERS = ("heun", "euler", "dopri5", "sde", "pc")  # noise-annealed samplers of image runs
+DESIGN_TERMS = ("mixing", "rotation", "curl", "skew", "sparsity")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,7 +67,7 @@ _budgets = _int_list("5,10,20")
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Flux Matching generative models: train, sample, evaluate.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate,compare}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate,compare,experiment}")
     commands.required = True
 
     train = commands.add_parser("train", help="train a field and write a run directory", description="Train a field, sample it and evaluate the samples; every option has a default (the ring demo).")
@@ -91,6 +92,12 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-samples", type=int, default=None, help="samples drawn for evaluation (default: 2000; images 1000)")
     train.add_argument("--sample-steps", type=int, default=None, help="Langevin steps for sampling (default: 2000); images: noise levels of the sampler (default: 18)")
     train.add_argument("--step-size", type=float, default=0.005, help="Langevin step size ε (default: 0.005)")
+    design = train.add_argument_group("design terms (flux or dsm; weights added to the loss)")
+    design.add_argument("--mixing", type=float, default=None, metavar="WEIGHT", help="fast-mixing term: Sinkhorn divergence after one Langevin step (10 sampler steps long) from perturbed points, relative to before (reference weight 0.01)")
+    design.add_argument("--rotation", type=float, default=None, metavar="WEIGHT", help="reward for counter-clockwise tangential flow about the origin (2-D)")
+    design.add_argument("--curl", type=float, default=None, metavar="WEIGHT", help="squared distance of the field's curl to 1 (2-D)")
+    design.add_argument("--skew", type=float, default=None, metavar="WEIGHT", help="reward for the antisymmetric part of the field's Jacobian")
+    design.add_argument("--sparsity", type=float, default=None, metavar="WEIGHT", help="L1 penalty on the off-diagonal Jacobian (interpretable dependencies)")
     image = train.add_argument_group("image runs (--data digits)")
     image.add_argument("--unet", default="digits", help="UNet size preset: digits, cifar10, celeba64 (default: digits)")
     image.add_argument("--class-conditional", action="store_true", help="condition the field on the labels (classifier-free guidance; 10%% label dropout)")
@@ -135,6 +142,17 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sample-steps", type=int, default=2000, help="Langevin steps for flux and DSM (default: 2000)")
     compare.add_argument("--step-size", type=float, default=0.005, help="Langevin step size ε (default: 0.005)")
     compare.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    experiment = commands.add_parser(
+        "experiment",
+        help="run one of the paper's studies at CPU scale: controllable, mixing, spiral",
+        description="controllable: design weights on a 3-component mixture (frontier of mixing speed, cycle alignment, skewness); mixing: flux with and without the fast-mixing term against DSM (mixing curves); spiral: the ring with a tangential reward, flux against DSM.",
+    )
+    experiment.add_argument("name", choices=("controllable", "mixing", "spiral"), help="which study")
+    experiment.add_argument("--out", default=None, help="output directory (default: runs/experiment-<name>)")
+    experiment.add_argument("--steps", type=int, default=None, help="training steps of every field (default: the study's)")
+    experiment.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    experiment.add_argument("--weight", type=float, default=None, help="mixing: weight of the fast-mixing term (default 0.01); spiral: weight of the rotation reward (default 0.05)")
+    experiment.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
@@ -193,6 +211,7 @@ def _train(args) -> None:
         **({"estimator": args.estimator} if args.objective == "flux" and args.estimator != "potential" else {}),
         **({"dynamics": args.dynamics} if args.objective == "flux" and args.dynamics != "component" else {}),
         **({"image": _image_options(args)} if args.data == "digits" or _image_options(args) else {}),
+        design={name: getattr(args, name) for name in DESIGN_TERMS if getattr(args, name) is not None},
         **({"path": args.path, "coupling": args.coupling} if args.objective == "flow" else {}),
     )
     train = result["train"]
@@ -246,7 +265,34 @@ def _compare(args) -> None:
     print("wrote:\n" + "\n".join(f"  {Path(out) / name}" for name in written))
 
 
-COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "compare": _compare}
+def _experiment(args) -> None:
+    from .experiments import EXPERIMENTS
+
+    out = args.out or str(Path("runs") / f"experiment-{args.name}")
+    options = {"out": out, "seed": args.seed, "progress": not args.no_progress}
+    if args.steps is not None:
+        options["steps"] = args.steps
+    if args.weight is not None:
+        if args.name == "controllable":
+            raise FluxMatchError("the controllable study sweeps its own weights: --weight applies to mixing and spiral")
+        options["mixing_weight" if args.name == "mixing" else "weight"] = args.weight
+    report = EXPERIMENTS[args.name](**options)
+    if args.name == "mixing":
+        for data in (k for k in report if k not in ("settings", "files")):
+            r = report[data]
+            print(f"{data}: DSM final W2 {_number(r['target_w2'])} (floor {_number(r['floor_w2'])}); steps to reach it: "
+                  + ", ".join(f"{m} {v if v is not None else 'never'}" for m, v in r["steps_to_target"].items()))
+    else:
+        rows = report["rows"]
+        items = rows.items() if isinstance(rows, dict) else ((r["label"], r) for r in rows)
+        keys = [k for k in ("w2", "floor_w2", "mean_abs_curl", "mixing_speed", "cycle_alignment", "skewness") if k in next(iter(rows.values() if isinstance(rows, dict) else rows))]
+        print(f"{'field':<24}" + "".join(f"{k:>16}" for k in keys))
+        for label, row in items:
+            print(f"{label:<24}" + "".join(f"{_number(row[k]):>16}" for k in keys))
+    print("wrote:\n" + "\n".join(f"  {Path(out) / name}" for name in report["files"]))
+
+
+COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "compare": _compare, "experiment": _experiment}
 
 
 def main(argv: list[str] | None = None) -> int:

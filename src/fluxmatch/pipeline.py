@@ -27,7 +27,7 @@ from .data import TOY_DATASETS, DataSource, load_data
 from .errors import FluxMatchError, check_positive, check_sigma
 from .fields import MLPField
 from .metrics import mean_abs_curl, sample_metrics
-from .objectives import DenoisingScoreMatching, FlowMatching, FluxMatching
+from .objectives import DenoisingScoreMatching, FlowMatching, FluxMatching, WithDesign, design_terms
 from .samplers import langevin, solve_ode
 from .train import LoadedRun, Trainer, TrainConfig, load_run
 from .train.checkpoint import atomic_write_bytes, atomic_write_json
@@ -326,6 +326,7 @@ def train_run(
     sample_steps: int | None = None,
     step_size: float = 0.005,
     image: dict | None = None,
+    design: dict | None = None,
     **objective_options,
 ) -> dict:
     """Train a field on data, sample it, evaluate it and write a complete run directory.
@@ -343,6 +344,9 @@ def train_run(
             Defaults: 2000 steps of 512 points; images 6000 steps of 128.
         image: options of image runs (:func:`~fluxmatch.annealed_runs.train_annealed_run`):
             ``preset``, ``class_conditional``, ``sampler`` (dict), ``nll_n``.
+        design: weights of design terms added to the flux or DSM loss, e.g. ``{"mixing": 0.01}``
+            or ``{"rotation": 0.05}`` (see :func:`~fluxmatch.objectives.design_terms`; the
+            mixing term's step is 10 sampler steps).
         sigma: noise level σ of the objective (data units).
         out: run directory.
         hidden: MLP hidden widths, e.g. (128, 128) or "128,128".
@@ -365,7 +369,7 @@ def train_run(
     spec = _data_spec(data)
     source = DataSource.from_spec(spec, seed=seed)
     if len(source.dim) == 3:
-        return _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options)
+        return _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options, design)
     if image:
         raise FluxMatchError(f"image options apply to image data (N, C, H, W); {spec} has points of shape {tuple(source.dim)}")
     sigma = check_sigma(sigma)
@@ -379,6 +383,10 @@ def train_run(
     torch.manual_seed(seed)
     field = MLPField(math.prod(source.dim), hidden, conditioning="time" if objective == "flow" else None)
     objective_module = make_objective(objective, sigma, horizon_sampler, divergence, dim=math.prod(source.dim), **objective_options)
+    if design and any(design.values()):
+        if objective == "flow":
+            raise FluxMatchError("design terms (--mixing, --rotation, ...) act on flux or dsm fields, not on flow matching")
+        objective_module = WithDesign(objective_module, design_terms(design, mixing_step_size=10 * step_size))
     config = TrainConfig(
         steps=steps,
         batch_size=batch_size,
@@ -423,13 +431,15 @@ def train_run(
     return result
 
 
-def _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options) -> dict:
+def _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options, design=None) -> dict:
     """An image run: the noise-annealed pipeline with the defaults of :func:`train_run`."""
     if objective not in ("flux", "dsm"):
         raise FluxMatchError(f"image data trains the noise-annealed flux or dsm objective, not {objective!r}")
     options = dict(image or {})
     if sample_steps is not None:
         options["sampler"] = {**options.get("sampler", {}), "steps": _positive_int(sample_steps, "the number of noise levels")}
+    if design and any(design.values()):
+        options["design"] = design
     return train_annealed_run(
         source,
         objective,

@@ -106,3 +106,16 @@ def test_unknown_name_lists_valid_names():
 def test_bad_counts(n):
     with pytest.raises(FluxMatchError, match="positive integer"):
         sample_toy("ring", n)
+
+
+def test_triangle_is_its_mixture():
+    x = draw("triangle")
+    mix = toy_mixture("triangle")
+    assert torch.allclose(mix["means"].norm(dim=1), torch.full((3,), 2.5))
+    assert torch.allclose(mix["means"][0], torch.tensor([0.0, 2.5]), atol=1e-6)
+    d2 = torch.cdist(x, mix["means"]).square()
+    # components 4.3 apart with std 0.5: almost every point is nearest its own mean, so the
+    # nearest-mean distance is χ²₂·0.25 with mean 0.5 (to within the ~0.1% of overlap)
+    assert abs(float(d2.min(1).values.mean()) / 0.25 - 2) < 0.1
+    counts = torch.bincount(d2.argmin(1), minlength=3) / N
+    assert (counts - 1 / 3).abs().max() < 0.02

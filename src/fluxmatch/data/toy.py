@@ -11,6 +11,8 @@ all of them.
   centred at the origin, so the points span about [-3, 3] × [-1.5, 1.5].
 - ``checkerboard``: uniform on the 8 "black" squares (side 2) of a 4×4 board on [-4, 4]²,
   the squares whose column and row indices have an even sum.
+- ``triangle``: 3 equal-weight isotropic Gaussians with std 0.5, means at radius 2.5 on the
+  angles π/2 + 2πk/3 (the 3-component mixture of the controllable-field study).
 - ``spirals``: two interleaved Archimedean spirals (one the other rotated by π) of 1.5 turns
   reaching radius 4, so neighbouring arms are 4/3 apart, with isotropic Gaussian noise of
   std 0.1.
@@ -31,6 +33,8 @@ from ..errors import FluxMatchError
 
 _GMM8_RADIUS = 4.0
 _GMM8_STD = 0.3
+_TRIANGLE_RADIUS = 2.5
+_TRIANGLE_STD = 0.5
 _SPIRAL_RADIUS = 4.0
 _SPIRAL_TURNS = 1.5
 _SPIRAL_NOISE = 0.1
@@ -58,6 +62,16 @@ def _gmm8_means() -> torch.Tensor:
 def _gmm8(n: int, generator: torch.Generator | None) -> torch.Tensor:
     component = torch.randint(0, 8, (n,), generator=generator)
     return _gmm8_means()[component] + _GMM8_STD * _normal(n, generator, 2)
+
+
+def _triangle_means() -> torch.Tensor:
+    angles = math.pi / 2 + 2 * math.pi * torch.arange(3, dtype=torch.float64) / 3
+    return (_TRIANGLE_RADIUS * torch.stack([angles.cos(), angles.sin()], dim=1)).float()
+
+
+def _triangle(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    component = torch.randint(0, 3, (n,), generator=generator)
+    return _triangle_means()[component] + _TRIANGLE_STD * _normal(n, generator, 2)
 
 
 def _moons(n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -101,6 +115,7 @@ TOY_DATASETS: dict[str, Callable[[int, torch.Generator | None], torch.Tensor]] =
     "moons": _moons,
     "checkerboard": _checkerboard,
     "spirals": _spirals,
+    "triangle": _triangle,
 }
 """Name → sampler ``(n, generator) -> (n, 2) float32``. ``gmm8`` is an alias of ``8gaussians``."""
 
@@ -146,20 +161,20 @@ def sample_toy(name: str, n: int, generator: torch.Generator | None = None) -> t
 def toy_mixture(name: str) -> dict[str, torch.Tensor]:
     """The analytic form of a toy set that is an isotropic Gaussian mixture.
 
-    Only ``8gaussians`` (alias ``gmm8``) has one.
+    ``8gaussians`` (alias ``gmm8``) and ``triangle`` have one.
 
     Returns:
         dict with ``means`` (K, 2), ``stds`` (K,) (per-coordinate standard deviations, in the
         units of the points) and ``weights`` (K,) summing to 1, all float32.
     """
     name = _check_name(name)
-    if TOY_DATASETS[name] is not _gmm8:
-        raise FluxMatchError(f"toy data set {name!r} has no analytic mixture form: only '8gaussians' (alias 'gmm8') has one")
-    return {
-        "means": _gmm8_means(),
-        "stds": torch.full((8,), _GMM8_STD, dtype=torch.float32),
-        "weights": torch.full((8,), 1 / 8, dtype=torch.float32),
-    }
+    forms = {_gmm8: (_gmm8_means, _GMM8_STD), _triangle: (_triangle_means, _TRIANGLE_STD)}
+    if TOY_DATASETS[name] not in forms:
+        raise FluxMatchError(f"toy data set {name!r} has no analytic mixture form: only '8gaussians' (alias 'gmm8') and 'triangle' have one")
+    means_of, std = forms[TOY_DATASETS[name]]
+    means = means_of()
+    k = means.shape[0]
+    return {"means": means, "stds": torch.full((k,), std, dtype=torch.float32), "weights": torch.full((k,), 1 / k, dtype=torch.float32)}
 
 
 __all__ = ["TOY_DATASETS", "sample_toy", "toy_mixture"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..errors import FluxMatchError
 from .annealed import AnnealedDSM, AnnealedFluxMatching
 from .base import ObjectiveOutput
+from .design import CurlTarget, FastMixing, JacobianSkew, JacobianSparsity, Rotation, WithDesign, design_terms, make_term
 from .dsm import DenoisingScoreMatching
 from .flow import FlowMatching
 from .flux import FluxMatching
@@ -16,6 +17,7 @@ OBJECTIVES = {
     "flow": FlowMatching,
     "flux_annealed": AnnealedFluxMatching,
     "dsm_annealed": AnnealedDSM,
+    "designed": WithDesign,
 }
 
 
@@ -35,6 +37,14 @@ __all__ = [
     "DenoisingScoreMatching",
     "AnnealedFluxMatching",
     "AnnealedDSM",
+    "WithDesign",
+    "Rotation",
+    "CurlTarget",
+    "JacobianSkew",
+    "JacobianSparsity",
+    "FastMixing",
+    "make_term",
+    "design_terms",
     "UniformHorizon",
     "ExponentialHorizon",
     "OBJECTIVES",
