@@ -213,6 +213,7 @@ def train_annealed_run(
     nll_n: int = 200,
     ema_decay: float = 0.999,
     design: dict | None = None,
+    device: str = "cpu",
     **objective_options,
 ) -> dict:
     """Train an EDM-preconditioned UNet with a noise-annealed objective on image data, sample it,
@@ -249,7 +250,7 @@ def train_annealed_run(
     objective_module = make_annealed_objective(objective, math.prod(event_shape), n_classes, **objective_options)
     if design and any(design.values()):
         objective_module = WithDesign(objective_module, design_terms(design))
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip, progress=progress, ema_decay=ema_decay, log_every=min(50, max(1, steps // 20)))
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip, progress=progress, ema_decay=ema_decay, log_every=min(50, max(1, steps // 20)), device=device)
     summary = Trainer(field, objective_module, source, config, out, sampler={"n": n_eval, "annealed": settings}).fit(resume=resume)
 
     out = Path(out)

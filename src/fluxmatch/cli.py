@@ -71,7 +71,7 @@ def _build_parser() -> argparse.ArgumentParser:
     commands.required = True
 
     train = commands.add_parser("train", help="train a field and write a run directory", description="Train a field, sample it and evaluate the samples; every option has a default (the ring demo).")
-    train.add_argument("--data", default="ring", help="toy set (ring, 8gaussians, moons, checkerboard, spirals), digits (8×8 images) or a .npy/.npz/.csv file (default: ring)")
+    train.add_argument("--data", default="ring", help="toy set (ring, 8gaussians, moons, checkerboard, spirals, triangle), digits (8×8 images), cifar10:PATH or celeba64:PATH (your copy; nothing is downloaded), or a .npy/.npz/.csv file (default: ring)")
     train.add_argument("--objective", default="flux", choices=("flux", "dsm", "flow"), help="training objective (default: flux)")
     train.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 2000; images 6000)")
     train.add_argument("--batch-size", type=int, default=None, help="batch size (default: 512; images 128)")
@@ -92,13 +92,16 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-samples", type=int, default=None, help="samples drawn for evaluation (default: 2000; images 1000)")
     train.add_argument("--sample-steps", type=int, default=None, help="Langevin steps for sampling (default: 2000); images: noise levels of the sampler (default: 18)")
     train.add_argument("--step-size", type=float, default=0.005, help="Langevin step size ε (default: 0.005)")
+    train.add_argument("--device", default="cpu", help="where training runs: cpu, cuda, cuda:N or auto (default: cpu)")
+    train.add_argument("--config", default=None, help="JSON file of option defaults (e.g. configs/cifar10.json); flags given on the command line win")
     design = train.add_argument_group("design terms (flux or dsm; weights added to the loss)")
     design.add_argument("--mixing", type=float, default=None, metavar="WEIGHT", help="fast-mixing term: Sinkhorn divergence after one Langevin step (10 sampler steps long) from perturbed points, relative to before (reference weight 0.01)")
     design.add_argument("--rotation", type=float, default=None, metavar="WEIGHT", help="reward for counter-clockwise tangential flow about the origin (2-D)")
     design.add_argument("--curl", type=float, default=None, metavar="WEIGHT", help="squared distance of the field's curl to 1 (2-D)")
     design.add_argument("--skew", type=float, default=None, metavar="WEIGHT", help="reward for the antisymmetric part of the field's Jacobian")
     design.add_argument("--sparsity", type=float, default=None, metavar="WEIGHT", help="L1 penalty on the off-diagonal Jacobian (interpretable dependencies)")
-    image = train.add_argument_group("image runs (--data digits)")
+    parser.train_parser = train
+    image = train.add_argument_group("image runs (--data digits, cifar10:PATH, celeba64:PATH)")
     image.add_argument("--unet", default="digits", help="UNet size preset: digits, cifar10, celeba64 (default: digits)")
     image.add_argument("--class-conditional", action="store_true", help="condition the field on the labels (classifier-free guidance; 10%% label dropout)")
     image.add_argument("--sampler", default=None, choices=SAMPLERS, help="noise-annealed sampler stored as the run's default (default: heun)")
@@ -165,6 +168,10 @@ def _number(value) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
+def _is_image_spec(data: str) -> bool:
+    return data == "digits" or data.split(":", 1)[0] in ("cifar10", "celeba64")
+
+
 def _image_options(args) -> dict:
     """The image-run options the user set (the image pipeline's defaults fill the rest)."""
     options: dict = {}
@@ -210,7 +217,8 @@ def _train(args) -> None:
         step_size=args.step_size,
         **({"estimator": args.estimator} if args.objective == "flux" and args.estimator != "potential" else {}),
         **({"dynamics": args.dynamics} if args.objective == "flux" and args.dynamics != "component" else {}),
-        **({"image": _image_options(args)} if args.data == "digits" or _image_options(args) else {}),
+        **({"image": _image_options(args)} if _is_image_spec(args.data) or _image_options(args) else {}),
+        device=args.device,
         design={name: getattr(args, name) for name in DESIGN_TERMS if getattr(args, name) is not None},
         **({"path": args.path, "coupling": args.coupling} if args.objective == "flow" else {}),
     )
@@ -265,6 +273,28 @@ def _compare(args) -> None:
     print("wrote:\n" + "\n".join(f"  {Path(out) / name}" for name in written))
 
 
+def _with_config(parser, argv, path: str):
+    """Re-parse ``argv`` with the train options in the JSON file ``path`` as defaults."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FluxMatchError(f"config file not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as err:
+        raise FluxMatchError(f"{path}: not a readable JSON file ({err})") from None
+    if not isinstance(config, dict):
+        raise FluxMatchError(f"{path}: expected a JSON object of train options")
+    train = parser.train_parser
+    known = {action.dest for action in train._actions}
+    options = {key.replace("-", "_"): value for key, value in config.items() if not key.startswith("_")}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise FluxMatchError(f"{path}: unknown train options {', '.join(unknown)}")
+    if isinstance(options.get("hidden"), list):
+        options["hidden"] = tuple(options["hidden"])
+    train.set_defaults(**options)
+    return parser.parse_args(argv)
+
+
 def _experiment(args) -> None:
     from .experiments import EXPERIMENTS
 
@@ -300,8 +330,11 @@ def main(argv: list[str] | None = None) -> int:
 
     Bad input raises ``SystemExit(2)`` after printing ``fluxmatch: error: <message>`` to stderr.
     """
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
     try:
+        if getattr(args, "config", None):
+            args = _with_config(parser, argv, args.config)
         COMMANDS[args.command](args)
     except FluxMatchError as err:
         _fail(str(err))

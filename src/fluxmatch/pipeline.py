@@ -327,6 +327,7 @@ def train_run(
     step_size: float = 0.005,
     image: dict | None = None,
     design: dict | None = None,
+    device: str = "cpu",
     **objective_options,
 ) -> dict:
     """Train a field on data, sample it, evaluate it and write a complete run directory.
@@ -344,6 +345,7 @@ def train_run(
             Defaults: 2000 steps of 512 points; images 6000 steps of 128.
         image: options of image runs (:func:`~fluxmatch.annealed_runs.train_annealed_run`):
             ``preset``, ``class_conditional``, ``sampler`` (dict), ``nll_n``.
+        device: where training runs ("cpu", "cuda", "auto"); sampling and evaluation run on CPU.
         design: weights of design terms added to the flux or DSM loss, e.g. ``{"mixing": 0.01}``
             or ``{"rotation": 0.05}`` (see :func:`~fluxmatch.objectives.design_terms`; the
             mixing term's step is 10 sampler steps).
@@ -369,7 +371,7 @@ def train_run(
     spec = _data_spec(data)
     source = DataSource.from_spec(spec, seed=seed)
     if len(source.dim) == 3:
-        return _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options, design)
+        return _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options, design, device)
     if image:
         raise FluxMatchError(f"image options apply to image data (N, C, H, W); {spec} has points of shape {tuple(source.dim)}")
     sigma = check_sigma(sigma)
@@ -395,6 +397,7 @@ def train_run(
         grad_clip=grad_clip,
         progress=progress,
         log_every=min(50, max(1, steps // 20)),
+        device=device,
     )
     sampler = {"step_size": step_size, "n_steps": sample_steps, "n": n_eval}
     if objective == "flow":
@@ -431,7 +434,7 @@ def train_run(
     return result
 
 
-def _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options, design=None) -> dict:
+def _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip, resume, progress, n_eval, sample_steps, image, objective_options, design=None, device="cpu") -> dict:
     """An image run: the noise-annealed pipeline with the defaults of :func:`train_run`."""
     if objective not in ("flux", "dsm"):
         raise FluxMatchError(f"image data trains the noise-annealed flux or dsm objective, not {objective!r}")
@@ -440,6 +443,7 @@ def _train_images(source, objective, steps, batch_size, seed, out, lr, grad_clip
         options["sampler"] = {**options.get("sampler", {}), "steps": _positive_int(sample_steps, "the number of noise levels")}
     if design and any(design.values()):
         options["design"] = design
+    options["device"] = device
     return train_annealed_run(
         source,
         objective,

@@ -205,6 +205,10 @@ class DataSource:
             return cls(load_data(spec, n, seed), spec, is_toy=True)
         if _is_digits(spec):
             return cls._digits(fraction, n, seed)
+        from .images import image_source, parse_image_spec
+
+        if parse_image_spec(spec) is not None:
+            return image_source(str(spec), seed=seed, limit=n)
         if not _is_file(spec):
             raise _unknown(spec)
         rows = load_data(spec, n, seed)

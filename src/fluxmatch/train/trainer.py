@@ -22,6 +22,19 @@ LOG_COLUMNS = ("step", "loss", "grad_norm", "lr", "step_ms")
 DEFAULT_SAMPLER = {"step_size": 0.005, "n_steps": 2000, "n": 2000}
 
 
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; any other name as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise FluxMatchError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FluxMatchError(f"device {name!r} asked for, but this torch build sees no CUDA GPU")
+    return device
+
+
 @dataclass
 class TrainConfig:
     """Training hyperparameters.
@@ -38,6 +51,8 @@ class TrainConfig:
         log_every: append a row to log.csv every this many steps (and at the last step).
         checkpoint_every: checkpoint every this many steps (and at the last step).
         progress: show a tqdm progress bar.
+        device: where the field, the objective and each batch live ("cpu", "cuda", "cuda:1",
+            or "auto": CUDA when available); checkpoints are always written from CPU copies.
     """
 
     steps: int = 2000
@@ -50,6 +65,7 @@ class TrainConfig:
     log_every: int = 50
     checkpoint_every: int = 500
     progress: bool = True
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
@@ -158,9 +174,12 @@ class Trainer:
 
     def _validate(self) -> None:
         """Check the field maps a few data points to a tensor of their shape, before any training."""
-        points = self._training_points()[:8]
+        device = next(self.field.parameters()).device
+        points = self._training_points()[:8].to(device)
+        labels = self._labels_for_check(points.shape[0])
+        cond = self._conditioning(points.shape[0])
         with torch.no_grad():
-            call_field(self.field, points, self._conditioning(points.shape[0]), self._labels_for_check(points.shape[0]))
+            call_field(self.field, points, None if cond is None else cond.to(device), None if labels is None else labels.to(device))
 
     def _run_config(self) -> dict:
         points = self._training_points()
@@ -221,6 +240,9 @@ class Trainer:
         resume, or the loss or gradient becomes non-finite (the last good checkpoint is kept).
         """
         cfg = self.config
+        device = resolve_device(cfg.device)
+        self.field.to(device)
+        self.objective.to(device)
         self._validate()
         if resume and not (self.out_dir / TRAINER_TENSORS).is_file():
             raise FluxMatchError(f"nothing to resume in {self.out_dir}: {TRAINER_TENSORS} and {TRAINER_JSON} are missing")
@@ -258,9 +280,9 @@ class Trainer:
                     group["lr"] = lr * group["lr_scale"]
                 if self.uses_labels:
                     batch, labels = self.data.batch_with_labels(cfg.batch_size, generator)
-                    out = self.objective(self.field, batch, labels=labels)
+                    out = self.objective(self.field, batch.to(device), labels=labels.to(device))
                 else:
-                    out = self.objective(self.field, self.data.batch(cfg.batch_size, generator))
+                    out = self.objective(self.field, self.data.batch(cfg.batch_size, generator).to(device))
                 loss = out.loss.mean()
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
