@@ -15,26 +15,75 @@ Learn any vector field whose Langevin dynamics leave the data distribution stati
 from .divergence import divergence, exact_divergence, hutchinson_divergence
 from .dynamics import ReferencePaths, component_ou, reference_langevin, transition_weights, transport_back
 from .errors import FluxMatchError
-from .fields import MLPField, Unconditional, build_field, call_field
+from .fields import (
+    UNET_PRESETS,
+    ClassifierFreeGuidance,
+    EDMPreconditioned,
+    MLPField,
+    PreconditionedPotential,
+    UNet,
+    Unconditional,
+    build_field,
+    call_field,
+)
+from .fields.analytic import AntisymmetricFlux, NonreversibleScore
 from .objectives import (
+    AnnealedDSM,
+    AnnealedFluxMatching,
+    CurlTarget,
     DenoisingScoreMatching,
     ExponentialHorizon,
+    FastMixing,
     FlowMatching,
     FluxMatching,
+    JacobianSkew,
+    JacobianSparsity,
     ObjectiveOutput,
+    Rotation,
     UniformHorizon,
+    WithDesign,
     build_objective,
+    design_terms,
 )
 from .reference import EmpiricalGaussian, GaussianMixture, ScoreDerivatives
-from .samplers import LangevinResult, ODEResult, langevin, solve_ode
-from .likelihood import LikelihoodResult, log_likelihood
+from .samplers import (
+    AnnealedResult,
+    LangevinResult,
+    ODEResult,
+    edm_sigmas,
+    geometric_sigmas,
+    langevin,
+    predictor_corrector,
+    prior_sample,
+    probability_flow,
+    reverse_sde,
+    solve_ode,
+)
+from .likelihood import LikelihoodResult, log_likelihood, probability_flow_log_likelihood
 from .paths import OTPath, VEPath, VPPath, make_path
 from .coupling import ot_coupling
 from .stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
 from . import data, metrics, train  # noqa: E402 - submodules users reach as fm.data, fm.metrics, fm.train
 from .data import DataSource, sample_toy
 from .fields import MLPPotential
-from .metrics import energy_distance, mmd_rbf, sample_metrics, sliced_wasserstein2, wasserstein2
+from .metrics import (
+    antisymmetric_jacobian_norm,
+    autocorrelation_time,
+    class_coverage,
+    energy_distance,
+    fd_digits,
+    frechet_distance,
+    image_metrics,
+    integrated_autocorrelation_time,
+    mixing_curve,
+    mmd_rbf,
+    residual_stats,
+    sample_metrics,
+    score_flux_split,
+    sliced_wasserstein2,
+    steps_to_reach,
+    wasserstein2,
+)
 from .train import Trainer, TrainConfig, load_run
 
 __version__ = "0.1.0"
@@ -56,10 +105,26 @@ __all__ = [
     "residual_and_gradient",
     "stationarity_residual",
     "MLPField",
+    "UNet",
+    "UNET_PRESETS",
+    "EDMPreconditioned",
+    "PreconditionedPotential",
+    "ClassifierFreeGuidance",
+    "NonreversibleScore",
+    "AntisymmetricFlux",
     "Unconditional",
     "build_field",
     "call_field",
     "FluxMatching",
+    "AnnealedFluxMatching",
+    "AnnealedDSM",
+    "WithDesign",
+    "Rotation",
+    "CurlTarget",
+    "JacobianSkew",
+    "JacobianSparsity",
+    "FastMixing",
+    "design_terms",
     "DenoisingScoreMatching",
     "FlowMatching",
     "OTPath",
@@ -75,7 +140,15 @@ __all__ = [
     "LangevinResult",
     "solve_ode",
     "ODEResult",
+    "edm_sigmas",
+    "geometric_sigmas",
+    "prior_sample",
+    "reverse_sde",
+    "probability_flow",
+    "predictor_corrector",
+    "AnnealedResult",
     "log_likelihood",
+    "probability_flow_log_likelihood",
     "LikelihoodResult",
     "MLPPotential",
     "DataSource",
@@ -85,6 +158,17 @@ __all__ = [
     "mmd_rbf",
     "energy_distance",
     "sample_metrics",
+    "frechet_distance",
+    "fd_digits",
+    "class_coverage",
+    "image_metrics",
+    "antisymmetric_jacobian_norm",
+    "residual_stats",
+    "score_flux_split",
+    "mixing_curve",
+    "steps_to_reach",
+    "integrated_autocorrelation_time",
+    "autocorrelation_time",
     "Trainer",
     "TrainConfig",
     "load_run",

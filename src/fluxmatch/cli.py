@@ -154,6 +154,7 @@ def _build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--out", default=None, help="output directory (default: runs/experiment-<name>)")
     experiment.add_argument("--steps", type=int, default=None, help="training steps of every field (default: the study's)")
     experiment.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    experiment.add_argument("--n", type=int, default=None, help="samples / chains per measurement (default: the study's)")
     experiment.add_argument("--weight", type=float, default=None, help="mixing: weight of the fast-mixing term (default 0.01); spiral: weight of the rotation reward (default 0.05)")
     experiment.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
@@ -302,6 +303,8 @@ def _experiment(args) -> None:
     options = {"out": out, "seed": args.seed, "progress": not args.no_progress}
     if args.steps is not None:
         options["steps"] = args.steps
+    if args.n is not None:
+        options["n"] = args.n
     if args.weight is not None:
         if args.name == "controllable":
             raise FluxMatchError("the controllable study sweeps its own weights: --weight applies to mixing and spiral")

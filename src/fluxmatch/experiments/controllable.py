@@ -58,7 +58,7 @@ def run_controllable(out="runs/experiment-controllable", steps: int = 1500, seed
         step_size: Langevin ε for sampling and for the autocorrelation chains.
         chain_steps: length of the stationary chains for τ.
     """
-    from ..pipeline import evaluate_run, train_run
+    from ..pipeline import train_run
     from ..viz import plot_fields
 
     out = Path(out)
@@ -67,9 +67,8 @@ def run_controllable(out="runs/experiment-controllable", steps: int = 1500, seed
     for objective, term, weight in sweep:
         label = _label(objective, term, weight)
         run_dir = out / label.replace(" ", "-").replace("+", "-")
-        train_run(data=DATA, objective=objective, steps=steps, seed=seed, out=run_dir, progress=progress, n_eval=n, sample_steps=2000, step_size=step_size, design={term: weight} if term else None)
+        quality = train_run(data=DATA, objective=objective, steps=steps, seed=seed, out=run_dir, progress=progress, n_eval=n, sample_steps=2000, step_size=step_size, design={term: weight} if term else None)
         run = load_run(run_dir)
-        quality = evaluate_run(run, n=n, seed=seed)
         generator = torch.Generator().manual_seed(seed)
         tau = autocorrelation_time(run.field, held[:256], step_size, chain_steps, statistic=_sin_angle, cond=run.sigma, generator=generator)
         cond = None if run.sigma is None else torch.full((held.shape[0],), float(run.sigma))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..metrics import mean_abs_curl
@@ -22,7 +23,7 @@ DATA = "ring"
 def run_spiral(out="runs/experiment-spiral", steps: int = 2000, seed: int = 0, weight: float = 0.05, n: int = 2000, progress: bool = True) -> dict:
     """Train flux, flux + rotation and DSM + rotation on the ring; write ``spiral.json`` and
     ``spiral.png`` (samples and streamlines of each field)."""
-    from ..pipeline import evaluate_run, sample_run, train_run
+    from ..pipeline import train_run
     from ..viz import plot_fields, plot_samples
 
     out = Path(out)
@@ -31,13 +32,12 @@ def run_spiral(out="runs/experiment-spiral", steps: int = 2000, seed: int = 0, w
     rows, fields, samples = {}, {}, {}
     for label, (objective, design) in settings.items():
         run_dir = out / label.replace("+", "-")
-        train_run(data=DATA, objective=objective, steps=steps, seed=seed, out=run_dir, progress=progress, n_eval=n, design=design)
+        quality = train_run(data=DATA, objective=objective, steps=steps, seed=seed, out=run_dir, progress=progress, n_eval=n, design=design)
         run = load_run(run_dir)
-        quality = evaluate_run(run, n=n, seed=seed)
         cond = None if run.sigma is None else torch.full((held.shape[0],), float(run.sigma))
         rows[label] = {"w2": quality["w2"], "floor_w2": quality["floor_w2"], "energy": quality["energy"], "mean_abs_curl": mean_abs_curl(run.field, held, cond)}
         fields[label] = run.field
-        samples[label] = sample_run(run, n=n, seed=seed)
+        samples[label] = np.load(run_dir / "samples.npy")
     plot_samples(out / "samples.png", samples, data=held, title=f"ring with a tangential reward (weight {weight:g})")
     plot_fields(out / "fields.png", fields, data=held, cond=load_run(out / "flux").sigma)
     report = {"data": DATA, "weight": weight, "steps": steps, "seed": seed, "rows": rows, "files": ["spiral.json", "samples.png", "fields.png"]}
