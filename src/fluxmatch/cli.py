@@ -155,7 +155,7 @@ def _build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--steps", type=int, default=None, help="training steps of every field (default: the study's)")
     experiment.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     experiment.add_argument("--n", type=int, default=None, help="samples / chains per measurement (default: the study's)")
-    experiment.add_argument("--weight", type=float, default=None, help="mixing: weight of the fast-mixing term (default 0.01); spiral: weight of the rotation reward (default 0.05)")
+    experiment.add_argument("--weight", type=float, default=None, help="mixing: weight of the fast-mixing term (default 0.01); spiral: weight of the rotation reward (default 0.5)")
     experiment.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 

@@ -20,7 +20,7 @@ from ..train.checkpoint import atomic_write_json
 DATA = "ring"
 
 
-def run_spiral(out="runs/experiment-spiral", steps: int = 2000, seed: int = 0, weight: float = 0.05, n: int = 2000, progress: bool = True) -> dict:
+def run_spiral(out="runs/experiment-spiral", steps: int = 2000, seed: int = 0, weight: float = 0.5, n: int = 2000, progress: bool = True) -> dict:
     """Train flux, flux + rotation and DSM + rotation on the ring; write ``spiral.json`` and
     ``spiral.png`` (samples and streamlines of each field)."""
     from ..pipeline import train_run
