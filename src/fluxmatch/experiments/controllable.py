@@ -28,7 +28,7 @@ from ..train import load_run
 from ..train.checkpoint import atomic_write_json
 
 DATA = "triangle"
-SWEEP = (("dsm", None, 0.0), ("flux", None, 0.0), ("flux", "rotation", 0.02), ("flux", "rotation", 0.05), ("flux", "rotation", 0.15), ("flux", "skew", 0.002), ("flux", "skew", 0.01))
+SWEEP = (("dsm", None, 0.0), ("flux", None, 0.0), ("flux", "rotation", 0.1), ("flux", "rotation", 0.3), ("flux", "rotation", 1.0), ("flux", "skew", 0.01), ("flux", "skew", 0.05))
 
 
 def _label(objective: str, term: str | None, weight: float) -> str:
@@ -47,7 +47,17 @@ def _sin_angle(z: torch.Tensor) -> torch.Tensor:
     return z[:, 1] / z.norm(dim=1).clamp_min(1e-6)
 
 
-def run_controllable(out="runs/experiment-controllable", steps: int = 1500, seed: int = 0, sweep=SWEEP, n: int = 1000, step_size: float = 0.005, chain_steps: int = 3000, progress: bool = True) -> dict:
+def run_controllable(
+    out="runs/experiment-controllable",
+    steps: int = 1500,
+    seed: int = 0,
+    sweep=SWEEP,
+    n: int = 1000,
+    step_size: float = 0.005,
+    chain_steps: int = 5000,
+    chain_step_size: float = 0.02,
+    progress: bool = True,
+) -> dict:
     """Train the sweep's fields on the triangle mixture, measure each, draw the frontier.
 
     Args:
@@ -55,8 +65,9 @@ def run_controllable(out="runs/experiment-controllable", steps: int = 1500, seed
         steps, seed: training steps and seed of every field.
         sweep: (objective, design term or None, weight) settings.
         n: samples / chains per measurement.
-        step_size: Langevin ε for sampling and for the autocorrelation chains.
-        chain_steps: length of the stationary chains for τ.
+        step_size: Langevin ε for the samples behind W2.
+        chain_steps, chain_step_size: length and ε of the 256 stationary chains for τ (long
+            enough in time, 100 units by default, to see chains hop between components).
     """
     from ..pipeline import train_run
     from ..viz import plot_fields
@@ -70,7 +81,7 @@ def run_controllable(out="runs/experiment-controllable", steps: int = 1500, seed
         quality = train_run(data=DATA, objective=objective, steps=steps, seed=seed, out=run_dir, progress=progress, n_eval=n, sample_steps=2000, step_size=step_size, design={term: weight} if term else None)
         run = load_run(run_dir)
         generator = torch.Generator().manual_seed(seed)
-        tau = autocorrelation_time(run.field, held[:256], step_size, chain_steps, statistic=_sin_angle, cond=run.sigma, generator=generator)
+        tau = autocorrelation_time(run.field, held[:256], chain_step_size, chain_steps, statistic=_sin_angle, cond=run.sigma, generator=generator)
         cond = None if run.sigma is None else torch.full((held.shape[0],), float(run.sigma))
         rows.append({
             "label": label, "objective": objective, "term": term, "weight": weight,
@@ -84,7 +95,7 @@ def run_controllable(out="runs/experiment-controllable", steps: int = 1500, seed
         atomic_write_json(out / "controllable.json", {"rows": rows})
     _plot_frontier(out / "frontier.png", rows)
     plot_fields(out / "fields.png", fields, data=held, cond=load_run(out / _label(*sweep[0]).replace(" ", "-").replace("+", "-")).sigma)
-    report = {"data": DATA, "steps": steps, "seed": seed, "step_size": step_size, "rows": rows, "files": ["controllable.json", "frontier.png", "fields.png"]}
+    report = {"data": DATA, "steps": steps, "seed": seed, "step_size": step_size, "chain_step_size": chain_step_size, "chain_steps": chain_steps, "rows": rows, "files": ["controllable.json", "frontier.png", "fields.png"]}
     atomic_write_json(out / "controllable.json", report)
     return report
 
