@@ -4,9 +4,12 @@ Spec strings for :meth:`fluxmatch.data.DataSource.from_spec` (and ``fluxmatch tr
 
 - ``cifar10:PATH``: the official *binary* release, PATH the folder ``cifar-10-batches-bin``
   (or its parent) with ``data_batch_1.bin`` … ``data_batch_5.bin`` and ``test_batch.bin``
-  (https://www.cs.toronto.edu/~kriz/cifar.html, "CIFAR-10 binary version"), or an ``.npz``
-  with ``x`` (N, 32, 32, 3) or (N, 3, 32, 32) uint8 and ``y`` (N,) labels. The Python (pickle)
-  release is refused: unpickling runs code.
+  (https://www.cs.toronto.edu/~kriz/cifar.html, "CIFAR-10 binary version"); the *Python*
+  release ``cifar-10-batches-py`` (``data_batch_1`` … ``data_batch_5``, ``test_batch``); or an
+  ``.npz`` with ``x`` (N, 32, 32, 3) or (N, 3, 32, 32) uint8 and ``y`` (N,) labels.
+  The Python release is a pickle, and unpickling can run arbitrary code, so it is read with an
+  unpickler that can build nothing but dicts, lists, bytes and numpy arrays (see
+  :class:`_ArrayOnlyUnpickler`): anything else in the file is refused before it runs.
 - ``celeba64:PATH``: a folder of face images (e.g. ``img_align_celeba/*.jpg``, 178×218),
   centre-cropped to 140×140 and resized to 64×64 (the usual CelebA-64 preprocessing), or an
   ``.npy``/``.npz`` array (N, 64, 64, 3) uint8 prepared that way.
@@ -18,6 +21,7 @@ Images come back in model units x = pixels/127.5 − 1 ∈ [−1, 1], shape (N, 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +32,30 @@ from ..errors import FluxMatchError
 IMAGE_UNITS = {"offset": -1.0, "scale": 1 / 127.5, "pixel_range": [0, 255], "model_range": [-1, 1]}
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch.bin"
-_CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR_PY_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_PY_TEST_FILE = "test_batch"
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
+_CIFAR_PIXELS = 3 * 32 * 32
+_CIFAR_RECORD = 1 + _CIFAR_PIXELS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-def _cifar_dir(path: Path) -> Path:
-    for candidate in (path, path / "cifar-10-batches-bin"):
-        if (candidate / CIFAR_TRAIN_FILES[0]).is_file():
-            return candidate
-    if (path / "cifar-10-batches-py").is_dir() or (path / "data_batch_1").is_file():
-        raise FluxMatchError(f"{path} holds the Python (pickle) release of CIFAR-10, which fluxmatch does not unpickle: use the binary version (cifar-10-batches-bin)")
+def _cifar_dir(path: Path) -> tuple[Path, str]:
+    """The folder holding the CIFAR-10 batches and its release: "bin" or "py"."""
+    for kind, folder_name, first in (("bin", "cifar-10-batches-bin", CIFAR_TRAIN_FILES[0]), ("py", "cifar-10-batches-py", CIFAR_PY_TRAIN_FILES[0])):
+        for candidate in (path, path / folder_name):
+            if (candidate / first).is_file():
+                return candidate, kind
     raise FluxMatchError(
         f"CIFAR-10 not found at {path}: expected {', '.join(CIFAR_TRAIN_FILES)} and {CIFAR_TEST_FILE} "
-        "(the 'CIFAR-10 binary version' from https://www.cs.toronto.edu/~kriz/cifar.html, unpacked), or an .npz with x and y"
+        f"(the 'CIFAR-10 binary version' from {CIFAR_URL}, unpacked: the folder cifar-10-batches-bin or its parent), "
+        "the Python version's cifar-10-batches-py, or an .npz with x and y; nothing is downloaded"
     )
 
 
 def _read_cifar_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One binary batch: records of 1 label byte and 3072 pixel bytes (1024 red, 1024 green,
+    1024 blue, each row-major 32×32). Returns images (n, 3, 32, 32) uint8, labels (n,) int64."""
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % _CIFAR_RECORD:
         raise FluxMatchError(f"{path} is not a CIFAR-10 binary batch: {raw.size} bytes is not a multiple of {_CIFAR_RECORD}")
@@ -53,6 +64,64 @@ def _read_cifar_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if labels.max() > 9:
         raise FluxMatchError(f"{path} is not a CIFAR-10 binary batch: label {labels.max()} > 9")
     return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def _latin1_bytes(text: str, encoding: str = "latin1") -> bytes:
+    """What Python 3 pickles of ``bytes`` call (``_codecs.encode(text, "latin1")``), and nothing more."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode is allowed only as text→latin1 bytes, got encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+# The only callables a CIFAR-10 Python batch needs: numpy's array reconstruction (under its
+# numpy 1 and numpy 2 module names) and, in files re-pickled by Python 3, bytes from latin-1 text.
+_RECONSTRUCT = np.empty(0, np.uint8).__reduce__()[0]
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """An unpickler whose ``find_class`` resolves only :data:`_ALLOWED_GLOBALS`, so a pickle can
+    build dicts, lists, numbers, strings, bytes and numpy arrays but call nothing else (no
+    ``os.system``, no ``eval``, no imports); persistent ids are refused by the base class."""
+
+    def find_class(self, module: str, name: str):
+        allowed = _ALLOWED_GLOBALS.get((module, name))
+        if allowed is None:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch holds only numpy arrays and lists")
+        return allowed
+
+
+def _read_cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One Python-release batch (a pickled dict with ``data`` (n, 3072) uint8 in the binary
+    release's channel order and ``labels``, n ints) read with :class:`_ArrayOnlyUnpickler`.
+    Returns images (n, 3, 32, 32) uint8, labels (n,) int64."""
+    hint = f"use the binary version (cifar-10-batches-bin) from {CIFAR_URL}"
+    try:
+        with open(path, "rb") as handle:
+            batch = _ArrayOnlyUnpickler(handle, encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise FluxMatchError(f"{path} is not a plain CIFAR-10 batch ({err}); {hint}") from None
+    except (OSError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise FluxMatchError(f"{path} is not a readable CIFAR-10 batch ({type(err).__name__}: {err}); {hint}") from None
+    if not isinstance(batch, dict):
+        raise FluxMatchError(f"{path} is not a CIFAR-10 batch: expected a dict, got {type(batch).__name__}; {hint}")
+    entries = {(k.decode("latin1") if isinstance(k, bytes) else str(k)): v for k, v in batch.items()}
+    data, labels = entries.get("data"), entries.get("labels")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _CIFAR_PIXELS:
+        raise FluxMatchError(f"{path} is not a CIFAR-10 batch: 'data' must be a (n, {_CIFAR_PIXELS}) uint8 array; {hint}")
+    try:
+        labels = np.asarray(labels, dtype=np.int64)
+    except (TypeError, ValueError):
+        raise FluxMatchError(f"{path} is not a CIFAR-10 batch: 'labels' must be a list of integers; {hint}") from None
+    if labels.shape != (data.shape[0],) or (labels.size and (labels.min() < 0 or labels.max() > 9)):
+        raise FluxMatchError(f"{path} is not a CIFAR-10 batch: expected {data.shape[0]} labels in 0..9; {hint}")
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 def _channels_first(x: np.ndarray, name: str) -> np.ndarray:
@@ -82,7 +151,21 @@ def _load_npz(path: Path, need_labels: bool) -> tuple[np.ndarray, np.ndarray | N
 
 
 def load_cifar10(path, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """CIFAR-10 images (N, 3, 32, 32) uint8 and labels (N,) int64 from the binary release or an .npz."""
+    """CIFAR-10 from the user's copy (nothing is downloaded).
+
+    Args:
+        path: the folder ``cifar-10-batches-bin`` or ``cifar-10-batches-py``, or the folder
+            holding one of them, or an ``.npz`` with ``x`` (N, 32, 32, 3) or (N, 3, 32, 32)
+            uint8 and ``y`` (N,) labels (the .npz is one split; ``split`` is ignored).
+        split: "train" (``data_batch_1`` … ``5``, 50000 images) or "test" (``test_batch``, 10000).
+
+    Returns:
+        images (N, 3, 32, 32) uint8 pixels 0..255 (channels R, G, B) and labels (N,) int64 in 0..9.
+
+    Raises:
+        FluxMatchError: a missing or incomplete copy (naming the files expected and where to get
+            them), a malformed batch, or a pickle that tries to build anything but arrays.
+    """
     path = Path(os.fspath(path)).expanduser()
     if split not in ("train", "test"):
         raise FluxMatchError(f"split must be 'train' or 'test', got {split!r}")
@@ -90,18 +173,35 @@ def load_cifar10(path, split: str = "train") -> tuple[torch.Tensor, torch.Tensor
         if not path.is_file():
             raise FluxMatchError(f"CIFAR-10 file not found: {path}")
         x, y = _load_npz(path, need_labels=True)
+        if x.shape[2:] != (32, 32):
+            raise FluxMatchError(f"{path}: CIFAR-10 images are 32×32, got {x.shape[2]}×{x.shape[3]}")
+        if y.shape != (x.shape[0],):
+            raise FluxMatchError(f"{path}: 'y' must hold one label per image, shape ({x.shape[0]},), got {y.shape}")
     else:
-        folder = _cifar_dir(path)
-        names = CIFAR_TRAIN_FILES if split == "train" else (CIFAR_TEST_FILE,)
+        folder, kind = _cifar_dir(path)
+        if kind == "bin":
+            names, read = (CIFAR_TRAIN_FILES if split == "train" else (CIFAR_TEST_FILE,)), _read_cifar_file
+        else:
+            names, read = (CIFAR_PY_TRAIN_FILES if split == "train" else (CIFAR_PY_TEST_FILE,)), _read_cifar_pickle
         missing = [n for n in names if not (folder / n).is_file()]
         if missing:
-            raise FluxMatchError(f"CIFAR-10 in {folder} is incomplete: missing {', '.join(missing)}")
-        parts = [_read_cifar_file(folder / n) for n in names]
+            raise FluxMatchError(f"CIFAR-10 in {folder} is incomplete: missing {', '.join(missing)} (re-download the archive from {CIFAR_URL} and unpack it)")
+        parts = [read(folder / n) for n in names]
         x, y = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     return torch.from_numpy(x), torch.from_numpy(y)
 
 
+def _check_limit(limit) -> int | None:
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+        raise FluxMatchError(f"limit must be a positive integer number of images, got {limit!r}")
+    return int(limit)
+
+
 def _center_crop_resize(image, size: int, crop: int | None):
+    """A PIL image cut to its central ``crop``×``crop`` square (the largest square if None, or
+    if the image is smaller), then resized to ``size``×``size`` with bicubic interpolation."""
     from PIL import Image
 
     w, h = image.size
@@ -112,8 +212,33 @@ def _center_crop_resize(image, size: int, crop: int | None):
 
 
 def load_image_folder(path, size: int = 64, crop: int | None = 140, limit: int | None = None) -> torch.Tensor:
-    """Images (N, 3, size, size) uint8 from a folder (centre crop of ``crop`` pixels, then resize)
-    or from an .npy/.npz array already at that size."""
+    """RGB images from a folder of image files, or from an array of images already prepared.
+
+    Folder: every ``.jpg/.jpeg/.png/.bmp/.webp`` file, in sorted name order, converted to RGB,
+    cut to its central ``crop``×``crop`` pixels and resized (bicubic) to ``size``×``size``.
+    The defaults are the usual CelebA-64 preprocessing: the 178×218 aligned faces of
+    ``img_align_celeba`` cropped to the central 140×140 square, then resized to 64×64.
+    ``crop=None`` takes the largest central square instead. Decoding the 202,599 CelebA files
+    takes minutes; save the result once with ``np.save("celeba64.npy", x.permute(0, 2, 3, 1).numpy())``
+    and pass that file afterwards.
+
+    Array: an ``.npy``, or an ``.npz`` with ``x``, of shape (N, size, size, 3) or (N, 3, size, size)
+    uint8, used as it is (no crop or resize).
+
+    Args:
+        path: the folder or the array file.
+        size: output side in pixels.
+        crop: side of the central square cut before resizing, in pixels of the source image.
+        limit: keep only the first ``limit`` images (files in sorted order, or array rows).
+
+    Returns:
+        (N, 3, size, size) uint8 pixels 0..255.
+
+    Raises:
+        FluxMatchError: missing path, a folder without images, a file Pillow cannot read (named),
+            or an array of the wrong shape or dtype.
+    """
+    limit = _check_limit(limit)
     path = Path(os.fspath(path)).expanduser()
     if path.suffix in (".npy", ".npz"):
         if not path.is_file():
@@ -121,15 +246,17 @@ def load_image_folder(path, size: int = 64, crop: int | None = 140, limit: int |
         if path.suffix == ".npz":
             x, _ = _load_npz(path, need_labels=False)
         else:
-            x = _channels_first(np.load(path, allow_pickle=False), str(path))
+            try:
+                array = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise FluxMatchError(f"{path}: not a readable .npy file ({err})") from None
+            x = _channels_first(array, str(path))
         if x.shape[2:] != (size, size):
             raise FluxMatchError(f"{path}: images are {x.shape[2]}×{x.shape[3]}, expected {size}×{size}")
-        return torch.from_numpy(x[:limit] if limit else x)
+        return torch.from_numpy(x[:limit])
     if not path.is_dir():
         raise FluxMatchError(f"image folder not found: {path} (give a folder of .jpg/.png images, e.g. CelebA's img_align_celeba, or an .npy/.npz array)")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if limit:
-        files = files[:limit]
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[:limit]
     if not files:
         raise FluxMatchError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {path}")
     from PIL import Image, UnidentifiedImageError
@@ -139,7 +266,7 @@ def load_image_folder(path, size: int = 64, crop: int | None = 140, limit: int |
         try:
             with Image.open(file) as image:
                 out[i] = np.asarray(_center_crop_resize(image.convert("RGB"), size, crop)).transpose(2, 0, 1)
-        except (OSError, UnidentifiedImageError) as err:
+        except (OSError, UnidentifiedImageError, ValueError) as err:
             raise FluxMatchError(f"cannot read image {file}: {err}") from None
     return torch.from_numpy(out)
 
@@ -158,10 +285,19 @@ def parse_image_spec(spec: str) -> tuple[str, str] | None:
 
 
 def image_source(spec: str, seed: int = 0, holdout: int | None = None, limit: int | None = None):
-    """A :class:`~fluxmatch.data.DataSource` of CIFAR-10 or CelebA-64 in model units [−1, 1].
+    """A :class:`~fluxmatch.data.DataSource` of CIFAR-10 (training split) or CelebA-64.
 
-    The held-out split is ``holdout`` random images (fixed by ``seed``; default min(1000, N/10));
-    CIFAR-10 keeps its labels.
+    Args:
+        spec: ``cifar10:PATH`` or ``celeba64:PATH`` (see the module docstring).
+        seed: seeds the shuffle that picks the held-out images.
+        holdout: number of images held out for evaluation (default min(1000, N // 10), at least 1).
+        limit: use only the first ``limit`` images (files in sorted order, or rows).
+
+    Returns:
+        A source whose ``data`` (N − M, 3, H, W) and ``held_out`` (M, 3, H, W) are float32 in
+        model units x = pixels/127.5 − 1 ∈ [−1, 1], with ``units`` = :data:`IMAGE_UNITS` to map
+        them back to pixels; CIFAR-10 carries ``labels``/``held_out_labels`` (int64, 0..9) and
+        ``n_classes`` 10, CelebA none (``n_classes`` 0).
     """
     from . import DataSource
 
@@ -169,22 +305,31 @@ def image_source(spec: str, seed: int = 0, holdout: int | None = None, limit: in
     if parsed is None:
         raise FluxMatchError(f"not an image data spec: {spec!r} (expected cifar10:PATH or celeba64:PATH)")
     name, path = parsed
+    limit = _check_limit(limit)
     if name == "cifar10":
         pixels, labels = load_cifar10(path, "train")
+        pixels, labels = pixels[:limit], labels[:limit]
     else:
         pixels, labels = load_image_folder(path, 64, limit=limit), None
-    if limit:
-        pixels = pixels[:limit]
-        labels = None if labels is None else labels[:limit]
     n = pixels.shape[0]
-    holdout = min(1000, max(1, n // 10)) if holdout is None else int(holdout)
+    if holdout is None:
+        holdout = min(1000, max(1, n // 10))
+    elif isinstance(holdout, bool) or not isinstance(holdout, (int, np.integer)) or holdout < 0:
+        raise FluxMatchError(f"holdout must be a number of images ≥ 0, got {holdout!r}")
+    holdout = int(holdout)
     if n <= holdout:
         raise FluxMatchError(f"{spec}: {n} images leave nothing to train on after holding out {holdout}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    images = pixels.float() * IMAGE_UNITS["scale"] + IMAGE_UNITS["offset"]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     train, held = order[holdout:], order[:holdout]
+
+    def model_units(index: torch.Tensor) -> torch.Tensor:
+        # Index the uint8 pixels first, then convert: one float32 copy of each split, no more.
+        x = pixels[index].to(torch.float32)
+        return x.mul_(IMAGE_UNITS["scale"]).add_(IMAGE_UNITS["offset"])
+
     return DataSource(
-        images[train], spec, held_out=images[held],
-        labels=None if labels is None else labels[train], held_out_labels=None if labels is None else labels[held],
+        model_units(train), spec, held_out=model_units(held) if holdout else None,
+        labels=None if labels is None else labels[train],
+        held_out_labels=None if labels is None or not holdout else labels[held],
         n_classes=10 if labels is not None else None, units=IMAGE_UNITS,
     )
