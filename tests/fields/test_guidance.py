@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fluxmatch.errors import FluxMatchError
-from fluxmatch.fields import ClassifierFreeGuidance, EDMPreconditioned, UNet, drop_labels
+from fluxmatch.fields import ClassifierFreeGuidance, EDMPreconditioned, UNet, drop_labels, guided
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,7 @@ def test_guidance_zero_is_unconditional_and_one_is_conditional(field):
         assert torch.allclose(ClassifierFreeGuidance(field, labels, 1.0)(x, sigma), field(x, sigma, labels))
         f_c, f_u = field(x, sigma, labels), field(x, sigma, null)
         assert torch.allclose(ClassifierFreeGuidance(field, labels, 2.5)(x, sigma), f_u + 2.5 * (f_c - f_u), atol=1e-5)
+        assert torch.allclose(guided(field, labels, 2.5)(x, 0.7), f_u + 2.5 * (f_c - f_u), atol=1e-5)  # scalar σ
 
 
 def test_guidance_checks_its_input(field):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fluxmatch.errors import FluxMatchError
-from fluxmatch.fields import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNet, build_field
+from fluxmatch.fields import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNet, build_field, call_field
 from fluxmatch.fields.precond import edm_coefficients
 
 
@@ -95,3 +95,52 @@ def test_configs_rebuild_the_same_functions():
     rebuilt = build_field(potential.config)
     rebuilt.load_state_dict(potential.state_dict())
     assert torch.allclose(potential.gradient(x, sigma, labels), rebuilt.gradient(x, sigma, labels))
+
+
+def test_potential_gradient_matches_central_differences():
+    """Central differences of g(x, σ) = c_out/(c_in σ²) · G(c_in x, c_noise) in float64; the
+    truncation error is O(h²) ≈ 1e-10 relative to O(1) entries, so 1e-6 can only fail on a wrong
+    scale (c_in, c_out/σ²) or a wrong sign."""
+    torch.manual_seed(3)
+    potential = PreconditionedPotential(MLPScalar(4, (12, 12), n_classes=2), sigma_data=0.5).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    sigma, labels = torch.tensor([0.05, 0.7, 4.0], dtype=torch.float64), torch.tensor([0, 1, 2])
+    _, c_out, c_in, c_noise = edm_coefficients(sigma, 0.5)
+
+    def g(points):
+        return (c_out / (c_in * sigma**2)) * potential.backbone(c_in[:, None] * points, c_noise, labels)
+
+    h, numeric = 1e-5, torch.zeros_like(x)
+    for j in range(4):
+        step = torch.zeros_like(x)
+        step[:, j] = h
+        with torch.no_grad():
+            numeric[:, j] = (g(x + step) - g(x - step)) / (2 * h)
+    analytic = potential.gradient(x, sigma, labels, create_graph=False)
+    assert torch.allclose(analytic, numeric, rtol=1e-6, atol=1e-6 * float(numeric.abs().max()))
+
+
+def test_labels_reach_the_field_through_call_field():
+    torch.manual_seed(4)
+    field = EDMPreconditioned(UNet(in_channels=1, channels=8, channel_mult=(1, 2), n_classes=3, resolution=8))
+    with torch.no_grad():
+        for p in field.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x, sigma = torch.randn(2, 1, 8, 8), torch.ones(2)
+    a = call_field(field, x, sigma, torch.tensor([0, 0]))
+    assert torch.equal(a, field(x, sigma, torch.tensor([0, 0])))
+    assert (a - call_field(field, x, sigma, torch.tensor([1, 1]))).abs().max() > 1e-6
+    with pytest.raises(FluxMatchError, match="null class"):
+        call_field(field, x, sigma, torch.tensor([0, 4]))
+    with pytest.raises(FluxMatchError, match=r"\(B, 1, H, W\)"):
+        call_field(field, torch.randn(2, 3, 8, 8), sigma)
+
+
+def test_scalar_backbone_refuses_bad_input():
+    net = MLPScalar(4, (8,), n_classes=2)
+    with pytest.raises(FluxMatchError, match="null class"):
+        net(torch.randn(2, 4), torch.zeros(2), torch.tensor([0, 3]))
+    with pytest.raises(FluxMatchError, match="4 entries"):
+        net(torch.randn(2, 5), torch.zeros(2))
+    with pytest.raises(FluxMatchError, match="positive"):
+        PreconditionedPotential(net).gradient(torch.randn(2, 4), torch.tensor([1.0, -1.0]))

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import FluxMatchError
-from .guidance import ClassifierFreeGuidance, drop_labels
+from .guidance import ClassifierFreeGuidance, drop_labels, guided
 from .mlp import MLPField, MLPPotential
 from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential
 from .unet import UNET_PRESETS, UNet
@@ -69,6 +69,7 @@ __all__ = [
     "PreconditionedPotential",
     "ClassifierFreeGuidance",
     "drop_labels",
+    "guided",
     "Unconditional",
     "call_field",
     "build_field",

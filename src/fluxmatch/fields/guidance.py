@@ -59,6 +59,12 @@ class ClassifierFreeGuidance(nn.Module):
         return f_null + self.scale * (f_cond - f_null)
 
 
+def guided(field: nn.Module, labels: torch.Tensor, scale: float = 1.0) -> ClassifierFreeGuidance:
+    """The field ``g(x, σ)`` = f(x, σ | ∅) + w (f(x, σ | labels) − f(x, σ | ∅)) for w = ``scale``
+    (see :class:`ClassifierFreeGuidance`; w = 0 unconditional, w = 1 conditional)."""
+    return ClassifierFreeGuidance(field, labels, scale)
+
+
 def drop_labels(labels: torch.Tensor, p: float, n_classes: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Labels with a fraction ``p`` (each independently) replaced by the null class ``n_classes``."""
     if not 0.0 <= p < 1.0:

@@ -116,7 +116,10 @@ class MLPScalar(nn.Module):
         if self.n_classes:
             if labels is None:
                 labels = torch.full((flat.shape[0],), self.n_classes, dtype=torch.long, device=flat.device)
-            parts.append(nn.functional.one_hot(labels.long(), self.n_classes + 1).to(flat.dtype))
+            labels = torch.as_tensor(labels, device=flat.device).long().reshape(-1)
+            if labels.shape[0] != flat.shape[0] or labels.min() < 0 or labels.max() > self.n_classes:
+                raise FluxMatchError(f"labels must be {flat.shape[0]} integers in 0..{self.n_classes} ({self.n_classes} is the null class)")
+            parts.append(nn.functional.one_hot(labels, self.n_classes + 1).to(flat.dtype))
         return self.net(torch.cat(parts, 1))[:, 0]
 
 
