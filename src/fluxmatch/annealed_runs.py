@@ -248,6 +248,8 @@ def train_annealed_run(
     torch.manual_seed(seed)
     field = build_image_field(event_shape, preset, n_classes)
     objective_module = make_annealed_objective(objective, math.prod(event_shape), n_classes, **objective_options)
+    if objective_module.target == "training_set":
+        objective_module.use_training_set(source.data, source.labels if n_classes else None)
     if design and any(design.values()):
         objective_module = WithDesign(objective_module, design_terms(design))
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, grad_clip=grad_clip, progress=progress, ema_decay=ema_decay, log_every=min(50, max(1, steps // 20)), device=device)

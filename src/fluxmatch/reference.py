@@ -431,3 +431,50 @@ def annealed_denoising_target(
     pull = (w @ x64 - w.sum(1, keepdim=True) * x64) / s64.square()
     target = target + pull.to(flat.dtype)
     return x0.reshape(batch.shape), target.reshape(batch.shape)
+
+
+def training_set_target(
+    x0: torch.Tensor,
+    sigma: torch.Tensor,
+    data: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    data_labels: torch.Tensor | None = None,
+    null_label: int | None = None,
+    chunk: int = 4096,
+) -> torch.Tensor:
+    """The exact score of the whole data set smoothed by N(0, σ_i² I), at each x0_i.
+
+    ``s(x0_i) = (Σ_j w_ij x_j − x0_i)/σ_i²`` with ``w_i· = softmax_j(−|x0_i − x_j|²/2σ_i²)`` over
+    all N data points (over the points of the row's class when ``labels`` are given; rows
+    labelled ``null_label`` use every point). When x0_i = x + σ_i ε with x drawn from the data, this
+    is E[−ε/σ_i | x0_i] exactly: the denoising target with all its variance removed.
+
+    Shapes: x0 (B, ...), sigma (B,), data (N, ...) with the same entries per point; float64
+    inside, chunked over the data. Returns a tensor shaped like x0 (units 1/data).
+    """
+    b = x0.shape[0]
+    z = x0.reshape(b, -1).double()
+    pts = data.reshape(data.shape[0], -1).to(z)
+    center = pts.mean(0)
+    z, pts = z - center, pts - center
+    s2 = sigma.double().reshape(b, 1).square()
+    z_sq = z.square().sum(1, keepdim=True)
+    best = torch.full((b, 1), float("-inf"), dtype=z.dtype, device=z.device)
+    total = torch.zeros((b, 1), dtype=z.dtype, device=z.device)
+    mean = torch.zeros_like(z)
+    for start in range(0, pts.shape[0], chunk):
+        block = pts[start : start + chunk]
+        logits = -(z_sq + block.square().sum(1)[None] - 2 * z @ block.T).clamp_min(0) / (2 * s2)
+        if labels is not None and data_labels is not None:
+            same = labels[:, None] == data_labels[start : start + chunk][None].to(labels.device)
+            if null_label is not None:
+                same = same | (labels == null_label)[:, None]
+            logits = logits.masked_fill(~same, float("-inf"))
+        new_best = torch.maximum(best, logits.max(1, keepdim=True).values)
+        scale = torch.exp(best - new_best).nan_to_num(0.0)
+        weights = torch.exp(logits - new_best)
+        total = total * scale + weights.sum(1, keepdim=True)
+        mean = mean * scale + weights @ block
+        best = new_best
+    score = (mean / total - z) / s2
+    return score.to(x0.dtype).reshape(x0.shape)

@@ -179,3 +179,36 @@ def test_bad_options_are_named():
         AnnealedFluxMatching(estimator="bogus", dim=2)
     with pytest.raises(FluxMatchError, match="reference"):
         AnnealedDSM()(MLPField(2, (8,), conditioning="sigma"), torch.randn(4, 2), reference=object())
+
+
+@pytest.mark.parametrize("sigma", [0.01, 0.3, 5.0])
+def test_training_set_target_is_the_smoothed_data_score(sigma):
+    from fluxmatch.reference import training_set_target
+
+    torch.manual_seed(9)
+    data = torch.randn(300, 4, dtype=torch.float64)
+    x0 = data[:12] + sigma * torch.randn(12, 4, dtype=torch.float64)
+    target = training_set_target(x0, torch.full((12,), sigma, dtype=torch.float64), data, chunk=64)  # several chunks
+    assert torch.allclose(target, EmpiricalGaussian(data, sigma).score(x0), rtol=1e-6, atol=1e-6 / sigma)
+
+
+def test_training_set_target_needs_the_data_and_respects_classes():
+    from fluxmatch.reference import training_set_target
+
+    torch.manual_seed(10)
+    objective = AnnealedDSM(target="training_set")
+    field = MLPField(2, (8,), conditioning="sigma")
+    with pytest.raises(FluxMatchError, match="use_training_set"):
+        objective(field, torch.randn(4, 2))
+    data = torch.randn(50, 2)
+    objective.use_training_set(data)
+    assert objective(field, data[:8]).loss.shape == (8,)
+    assert build_objective(objective.config).target == "training_set"
+    labels = torch.arange(50) % 2
+    x0 = data[:6] + 0.2 * torch.randn(6, 2)
+    target = training_set_target(x0, torch.full((6,), 0.2), data, torch.tensor([0, 1, 2, 0, 1, 2]), labels, null_label=2)
+    for i, label in enumerate([0, 1, 2, 0, 1, 2]):
+        members = data if label == 2 else data[labels == label]
+        assert torch.allclose(target[i], EmpiricalGaussian(members, 0.2).score(x0[i : i + 1])[0], atol=1e-4)
+    with pytest.raises(FluxMatchError, match="target"):
+        AnnealedDSM(target="bogus")
