@@ -144,3 +144,23 @@ def test_scalar_backbone_refuses_bad_input():
         net(torch.randn(2, 5), torch.zeros(2))
     with pytest.raises(FluxMatchError, match="positive"):
         PreconditionedPotential(net).gradient(torch.randn(2, 4), torch.tensor([1.0, -1.0]))
+
+
+def test_unet_potential_is_a_conservative_convolutional_potential():
+    from fluxmatch.fields import UNetScalar
+
+    torch.manual_seed(5)
+    potential = PreconditionedPotential(UNetScalar(in_channels=1, channels=8, resolution=8)).double()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    v = potential.gradient(x, sigma, create_graph=False)
+    # central differences of g = c_out/(c_in σ²)·G(c_in x) along a random direction
+    _, c_out, c_in, c_noise = edm_coefficients(sigma, 0.5)
+    g = lambda z: (c_out / (c_in * sigma**2)) * potential.backbone(c_in[:, None, None, None] * z, c_noise)  # noqa: E731
+    d = torch.randn_like(x)
+    h = 1e-5
+    fd = (g(x + h * d) - g(x - h * d)) / (2 * h)
+    assert torch.allclose((v * d).flatten(1).sum(1), fd, rtol=1e-6, atol=1e-8)
+    rebuilt = build_field(potential.config)
+    rebuilt.load_state_dict(potential.state_dict())
+    assert torch.allclose(rebuilt.double().gradient(x, sigma, create_graph=False), v)

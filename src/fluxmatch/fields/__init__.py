@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import FluxMatchError
 from .guidance import ClassifierFreeGuidance, drop_labels, guided
 from .mlp import MLPField, MLPPotential
-from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential
+from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNetScalar
 from .unet import UNET_PRESETS, UNet
 
 
@@ -44,6 +44,7 @@ FIELD_TYPES = {
     "edm": EDMPreconditioned,
     "mlp_scalar": MLPScalar,
     "edm_potential": PreconditionedPotential,
+    "unet_scalar": UNetScalar,
 }
 
 
@@ -67,6 +68,7 @@ __all__ = [
     "EDMPreconditioned",
     "MLPScalar",
     "PreconditionedPotential",
+    "UNetScalar",
     "ClassifierFreeGuidance",
     "drop_labels",
     "guided",

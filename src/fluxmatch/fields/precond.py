@@ -160,3 +160,31 @@ class PreconditionedPotential(nn.Module):
             args = (y, c_noise.reshape(-1)) if labels is None else (y, c_noise.reshape(-1), labels)
             (grad,) = torch.autograd.grad(self.backbone(*args).sum(), y, create_graph=create_graph)
         return (c_out / s.square()) * grad
+
+
+class UNetScalar(nn.Module):
+    """A convolutional scalar network ``G(y, c_noise[, labels]) = ½ Σ y ⊙ U(y, c_noise)`` → (B,).
+
+    U is a small :class:`~fluxmatch.fields.unet.UNet`; the quadratic form gives the potential a
+    convolutional gradient ∇_y G = ½(U + (∂U/∂y)ᵀ y), so a potential built on it sees images the
+    way the field's UNet does. Its double backward runs through U (cost ≈ 3 passes of U).
+
+    Args: as :class:`~fluxmatch.fields.unet.UNet` (``in_channels``, ``channels``,
+    ``channel_mult``, ``resolution``, ``n_classes``).
+    """
+
+    def __init__(self, in_channels: int = 1, channels: int = 16, channel_mult=(1, 2), resolution: int = 8, n_classes: int = 0) -> None:
+        super().__init__()
+        from .unet import UNet
+
+        self.unet = UNet(in_channels=in_channels, channels=channels, channel_mult=channel_mult, resolution=resolution, n_classes=n_classes)
+        nn.init.normal_(self.unet.conv_out.weight, std=1e-3)  # a zero output would give a zero gradient for ever
+        self.n_classes = int(n_classes)
+
+    @property
+    def config(self) -> dict:
+        u = self.unet
+        return {"type": "unet_scalar", "in_channels": u.in_channels, "channels": u.channels, "channel_mult": list(u.channel_mult), "resolution": u.resolution, "n_classes": self.n_classes}
+
+    def forward(self, y: torch.Tensor, c_noise, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return 0.5 * (y * self.unet(y, c_noise, labels)).flatten(1).sum(1)

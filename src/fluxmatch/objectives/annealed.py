@@ -182,6 +182,10 @@ class AnnealedFluxMatching(_Annealed):
         n_classes: classes of a class-conditional potential (0: unconditional).
         field_lr_scale, potential_lr_scale: learning-rate multipliers of the two players.
         fixed_sigma_options: options passed to the inner fixed-σ objective (finite-horizon estimators).
+        target: "batch" or "training_set" (see :class:`AnnealedDSM`).
+        potential_net: the default potential's network: "mlp" (on the flattened point) or "unet"
+            (:class:`~fluxmatch.fields.precond.UNetScalar`, 16 channels; needs ``event_shape``).
+        event_shape: (C, H, W) of one image, for the UNet potential.
     """
 
     name = "flux_annealed"
@@ -203,6 +207,8 @@ class AnnealedFluxMatching(_Annealed):
         potential_lr_scale: float = 20.0,
         fixed_sigma_options: dict | None = None,
         target: str = "batch",
+        potential_net: str = "mlp",
+        event_shape: tuple[int, ...] | None = None,
     ) -> None:
         super().__init__(sigma_distribution, weighting, sigma_data, normaliser and estimator == "potential", label_dropout, rao_blackwell, target)
         self.estimator = estimator
@@ -212,12 +218,18 @@ class AnnealedFluxMatching(_Annealed):
         self.field_lr_scale = check_positive(field_lr_scale, "field_lr_scale")
         self.potential_lr_scale = check_positive(potential_lr_scale, "potential_lr_scale")
         self.fixed_sigma_options = dict(fixed_sigma_options or {})
+        self.potential_net = potential_net
+        self.event_shape = None if event_shape is None else [int(e) for e in event_shape]
         self.potential = None
         self.inner = None
         if estimator == "potential":
             if potential is None and dim is None:
                 raise FluxMatchError("the potential estimator needs the data dimension: AnnealedFluxMatching(dim=d) or a potential module")
-            self.potential = potential if potential is not None else _default_potential(dim, self.potential_hidden, self.sigma_data, self.n_classes)
+            if potential_net not in ("mlp", "unet"):
+                raise FluxMatchError(f"unknown potential network {potential_net!r}: expected mlp or unet")
+            if potential_net == "unet" and (event_shape is None or len(event_shape) != 3):
+                raise FluxMatchError("a UNet potential needs the image shape: event_shape=(C, H, W)")
+            self.potential = potential if potential is not None else _default_potential(dim, self.potential_hidden, self.sigma_data, self.n_classes, potential_net, event_shape)
         elif estimator in ("product", "gradient"):
             self.inner = FluxMatching(estimator=estimator, dim=dim, **self.fixed_sigma_options)
         else:
@@ -234,6 +246,8 @@ class AnnealedFluxMatching(_Annealed):
             "field_lr_scale": self.field_lr_scale,
             "potential_lr_scale": self.potential_lr_scale,
             "fixed_sigma_options": self.fixed_sigma_options,
+            "potential_net": self.potential_net,
+            "event_shape": self.event_shape,
         }
 
     def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
@@ -279,7 +293,10 @@ class AnnealedFluxMatching(_Annealed):
         return ObjectiveOutput(out.loss * weight, {**out.terms, "sigma": float(sigma)})
 
 
-def _default_potential(dim: int, hidden: tuple[int, ...], sigma_data: float, n_classes: int) -> nn.Module:
-    from ..fields.precond import MLPScalar, PreconditionedPotential
+def _default_potential(dim: int, hidden: tuple[int, ...], sigma_data: float, n_classes: int, net: str = "mlp", event_shape=None) -> nn.Module:
+    from ..fields.precond import MLPScalar, PreconditionedPotential, UNetScalar
 
+    if net == "unet":
+        c, h, _ = event_shape
+        return PreconditionedPotential(UNetScalar(in_channels=c, channels=16, resolution=h, n_classes=n_classes), sigma_data=sigma_data)
     return PreconditionedPotential(MLPScalar(int(dim), hidden, n_classes=n_classes), sigma_data=sigma_data)
