@@ -168,6 +168,8 @@ class UNetScalar(nn.Module):
     U is a small :class:`~fluxmatch.fields.unet.UNet`; the quadratic form gives the potential a
     convolutional gradient ∇_y G = ½(U + (∂U/∂y)ᵀ y), so a potential built on it sees images the
     way the field's UNet does. Its double backward runs through U (cost ≈ 3 passes of U).
+    Measured on the digits (3000 steps, seed 0, 16 channels): FD-digits 480 against 18.7 for the
+    MLP potential; it is an option to build on, not a default.
 
     Args: as :class:`~fluxmatch.fields.unet.UNet` (``in_channels``, ``channels``,
     ``channel_mult``, ``resolution``, ``n_classes``).
