@@ -24,6 +24,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..metrics import antisymmetric_jacobian_norm, autocorrelation_time, mean_abs_curl
+from ..data import DataSource
 from ..train import load_run
 from ..train.checkpoint import atomic_write_json
 
@@ -73,7 +74,7 @@ def run_controllable(
     from ..viz import plot_fields
 
     out = Path(out)
-    held = __import__("fluxmatch").data.DataSource.from_spec(DATA, seed=seed).holdout(n, seed + 1)
+    held = DataSource.from_spec(DATA, seed=seed).holdout(n, seed + 1)
     rows, fields = [], {}
     for objective, term, weight in sweep:
         label = _label(objective, term, weight)
@@ -94,7 +95,7 @@ def run_controllable(
         fields[label] = run.field
         atomic_write_json(out / "controllable.json", {"rows": rows})
     _plot_frontier(out / "frontier.png", rows)
-    plot_fields(out / "fields.png", fields, data=held, cond=load_run(out / _label(*sweep[0]).replace(" ", "-").replace("+", "-")).sigma)
+    plot_fields(out / "fields.png", fields, data=held, cond=run.sigma)  # every setting trains at the same σ
     report = {"data": DATA, "steps": steps, "seed": seed, "step_size": step_size, "chain_step_size": chain_step_size, "chain_steps": chain_steps, "rows": rows, "files": ["controllable.json", "frontier.png", "fields.png"]}
     atomic_write_json(out / "controllable.json", report)
     return report

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..metrics import mean_abs_curl
+from ..data import DataSource
 from ..train import load_run
 from ..train.checkpoint import atomic_write_json
 
@@ -27,7 +28,7 @@ def run_spiral(out="runs/experiment-spiral", steps: int = 2000, seed: int = 0, w
     from ..viz import plot_fields, plot_samples
 
     out = Path(out)
-    held = __import__("fluxmatch").data.DataSource.from_spec(DATA, seed=seed).holdout(n, seed + 1)
+    held = DataSource.from_spec(DATA, seed=seed).holdout(n, seed + 1)
     settings = {"flux": ("flux", None), "flux+rotation": ("flux", {"rotation": weight}), "dsm+rotation": ("dsm", {"rotation": weight})}
     rows, fields, samples = {}, {}, {}
     for label, (objective, design) in settings.items():
@@ -39,7 +40,7 @@ def run_spiral(out="runs/experiment-spiral", steps: int = 2000, seed: int = 0, w
         fields[label] = run.field
         samples[label] = np.load(run_dir / "samples.npy")
     plot_samples(out / "samples.png", samples, data=held, title=f"ring with a tangential reward (weight {weight:g})")
-    plot_fields(out / "fields.png", fields, data=held, cond=load_run(out / "flux").sigma)
+    plot_fields(out / "fields.png", fields, data=held, cond=run.sigma)  # every setting trains at the same σ
     report = {"data": DATA, "weight": weight, "steps": steps, "seed": seed, "rows": rows, "files": ["spiral.json", "samples.png", "fields.png"]}
     atomic_write_json(out / "spiral.json", report)
     return report

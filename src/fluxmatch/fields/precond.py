@@ -34,7 +34,20 @@ def edm_coefficients(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tens
     return sigma_data**2 / total, sigma * sigma_data / total.sqrt(), 1 / total.sqrt(), sigma.log() / 4
 
 
-class EDMPreconditioned(nn.Module):
+class _EDMWrapped(nn.Module):
+    """A backbone (module or its config dict) and the σ_data its EDM coefficients use."""
+
+    def __init__(self, backbone, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        if isinstance(backbone, dict):
+            from . import build_field
+
+            backbone = build_field(backbone)
+        self.backbone = backbone
+        self.sigma_data = check_positive(sigma_data, "sigma_data")
+
+
+class EDMPreconditioned(_EDMWrapped):
     """A σ-conditioned field f(x, σ[, labels]) = (D(x, σ) − x)/σ² around a backbone F(y, c_noise[, labels]).
 
     Args:
@@ -48,15 +61,6 @@ class EDMPreconditioned(nn.Module):
     """
 
     conditioning = "sigma"
-
-    def __init__(self, backbone, sigma_data: float = 0.5) -> None:
-        super().__init__()
-        if isinstance(backbone, dict):
-            from . import build_field
-
-            backbone = build_field(backbone)
-        self.backbone = backbone
-        self.sigma_data = check_positive(sigma_data, "sigma_data")
 
     @property
     def n_classes(self) -> int:
@@ -123,7 +127,7 @@ class MLPScalar(nn.Module):
         return self.net(torch.cat(parts, 1))[:, 0]
 
 
-class PreconditionedPotential(nn.Module):
+class PreconditionedPotential(_EDMWrapped):
     """A scalar potential for Flux Matching's potential estimator on σ-conditioned fields.
 
     ``gradient(x, σ)`` returns v = (c_out/σ²) ∇_y G(y, c_noise) at y = c_in x: the gradient of
@@ -136,15 +140,6 @@ class PreconditionedPotential(nn.Module):
             or its config dict.
         sigma_data: σ_d as in :class:`EDMPreconditioned`.
     """
-
-    def __init__(self, backbone, sigma_data: float = 0.5) -> None:
-        super().__init__()
-        if isinstance(backbone, dict):
-            from . import build_field
-
-            backbone = build_field(backbone)
-        self.backbone = backbone
-        self.sigma_data = check_positive(sigma_data, "sigma_data")
 
     @property
     def config(self) -> dict:

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..data.digits import N_CLASSES, digits_split
 from ..errors import FluxMatchError
+from .samples import numeric_tensor
 
 CLASSIFIER_VERSION = "digits-cnn32-v1"
 """Cache key of the classifier: change it whenever the architecture or the training recipe changes."""
@@ -215,13 +216,7 @@ def digits_classifier() -> DigitsClassifier:
 
 def _digit_batch(images, name: str) -> torch.Tensor:
     """Validated (N, 1, 8, 8) float32 images in model units, clipped to [−1, 1]."""
-    if isinstance(images, torch.Tensor):
-        x = images.detach().to("cpu", torch.float32)
-    else:
-        try:
-            x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        except (TypeError, ValueError):
-            raise FluxMatchError(f"{name} is not a numeric array") from None
+    x = numeric_tensor(images, name, torch.float32)
     if x.ndim == 0 or x.shape[0] == 0:
         raise FluxMatchError(f"{name} must hold at least one image, got shape {tuple(x.shape)}")
     if math.prod(x.shape[1:]) != 64:
@@ -388,13 +383,7 @@ def image_metrics(samples, holdout, seed: int = 0, floor_data=None) -> dict:
 
 def _raw_images(images, name: str) -> torch.Tensor:
     """Validated (N, 1, 8, 8) images with N ≥ 2, not yet clipped."""
-    if isinstance(images, torch.Tensor):
-        x = images.detach().to("cpu", torch.float32)
-    else:
-        try:
-            x = torch.as_tensor(np.asarray(images, dtype=np.float32))
-        except (TypeError, ValueError):
-            raise FluxMatchError(f"{name} is not a numeric array") from None
+    x = numeric_tensor(images, name, torch.float32)
     _digit_batch(x, name)
     if x.shape[0] < 2:
         raise FluxMatchError(f"{name} must hold at least 2 images for a Fréchet distance, got {x.shape[0]}")

@@ -23,15 +23,19 @@ _EXACT_W2_MAX_PAIRS = 25_000_000
 _MEDIAN_POINTS = 2000
 
 
+def numeric_tensor(x, name: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """A numpy array, nested list or tensor as a detached CPU tensor of ``dtype``; raises naming ``name``."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", dtype)
+    try:
+        return torch.as_tensor(np.asarray(x, dtype=np.float64)).to(dtype)
+    except (TypeError, ValueError):
+        raise FluxMatchError(f"{name} is not a numeric array") from None
+
+
 def _as_rows(x, name: str = "x") -> torch.Tensor:
     """(N, ...) numpy/torch → (N, d) float64 CPU tensor."""
-    if isinstance(x, torch.Tensor):
-        t = x.detach().to("cpu", torch.float64)
-    else:
-        try:
-            t = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        except (TypeError, ValueError):
-            raise FluxMatchError(f"{name} is not a numeric array") from None
+    t = numeric_tensor(x, name)
     if t.ndim == 0:
         raise FluxMatchError(f"{name} must have one point per row, got a scalar")
     if t.ndim == 1:

@@ -274,8 +274,12 @@ class AnnealedFluxMatching(_Annealed):
         v = self.potential.gradient(x0, sigma) if labels is None else self.potential.gradient(x0, sigma, labels)
         fit = _rowsum((v + f0.detach() - target).square()) * weight
         surrogate = -2.0 * _rowsum(f0 * v.detach()) * weight
-        scale = torch.ones_like(sigma) if self.normaliser is None else torch.exp(-self.normaliser(sigma)).detach()
-        loss = self._normalise(fit, sigma) + surrogate * scale
+        if self.normaliser is None:
+            loss = fit + surrogate
+        else:  # n(σ) learns from the fit alone; the field's surrogate takes the same 1/exp(n) as a constant
+            n = self.normaliser(sigma)
+            scale = torch.exp(-n)
+            loss = fit * scale + n + surrogate * scale.detach()
         terms = {
             "potential_fit": float(fit.detach().mean()),
             "surrogate": float(surrogate.detach().mean()),
