@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from fluxmatch.pipeline import train_run
+import fluxmatch as fm
 
 
 def main() -> None:
@@ -33,7 +33,8 @@ def main() -> None:
     for objective in ("flux", "dsm"):
         rows = []
         for seed in (int(s) for s in args.seeds.split(",")):
-            m = train_run(data="digits", objective=objective, seed=seed, steps=args.steps, out=Path(args.out) / f"{objective}-{seed}", progress=False)
+            spec = fm.RunSpec(data=fm.DataSpec("digits"), objective=fm.ObjectiveSpec(name=objective), train=fm.TrainSpec(steps=args.steps, seed=seed))
+            m = fm.train_run(spec, Path(args.out) / f"{objective}-{seed}", progress=False)
             rows.append({
                 "objective": objective, "seed": seed,
                 **{k: m[k] for k in ("fd_digits", "fd_digits_floor", "class_coverage", "nll_bits_per_dim", "nll_bits_per_dim_se")},

@@ -16,15 +16,14 @@ import time
 
 import torch
 
-from fluxmatch.annealed_runs import build_image_field, make_annealed_objective
-from fluxmatch.fields import UNET_PRESETS
+import fluxmatch as fm
 
 SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32), "celeba64": (3, 64, 64)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cifar10", choices=sorted(UNET_PRESETS))
+    parser.add_argument("--preset", default="cifar10", choices=sorted(fm.UNET_PRESETS))
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -35,8 +34,8 @@ def main() -> None:
     torch.manual_seed(0)
     setups = {}
     for name in ("flux", "dsm"):
-        field = build_image_field(shape, args.preset).to(device)
-        objective = make_annealed_objective(name, shape[0] * shape[1] * shape[2]).to(device)
+        field = fm.EDMPreconditioned(fm.UNet(in_channels=shape[0], **fm.UNET_PRESETS[args.preset])).to(device)
+        objective = (fm.FluxMatching(noise="edm", dim=shape[0] * shape[1] * shape[2]) if name == "flux" else fm.DenoisingScoreMatching(noise="edm")).to(device)
         groups = objective.param_groups(field, 1e-4)
         setups[name] = (field, objective, torch.optim.Adam(groups))
     x = torch.rand(args.batch, *shape, device=device) * 2 - 1

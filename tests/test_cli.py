@@ -39,12 +39,13 @@ def test_train_writes_the_run_directory(trained):
     for name in ("model.safetensors", "config.json", "metrics.json", "log.csv", "samples.png", "field.png", "samples.npy", "loss.png"):
         assert (trained / name).is_file(), name
     metrics = json.loads((trained / "metrics.json").read_text())
-    assert METRIC_KEYS <= set(metrics)
+    assert set(metrics) >= METRIC_KEYS
     assert metrics["mean_abs_curl"] >= 0
     assert metrics["train"]["steps"] == 30
-    assert metrics["sampler"]["n_steps"] == 100 and metrics["sampler"]["step_size"] == 0.005
+    assert metrics["sampler"]["steps"] == 100 and metrics["sampler"]["step_size"] == 0.005 and metrics["sampler"]["nfe"] == 100
     assert np.load(trained / "samples.npy").shape == (200, 2)
-    assert json.loads((trained / "config.json").read_text())["objective"]["sigma"] == 0.3
+    config = json.loads((trained / "config.json").read_text())
+    assert config["run"]["objective"]["sigma"] == 0.3 and config["run"]["objective"]["noise"] == "fixed"
 
 
 def test_train_prints_a_summary(tmp_path, capsys):
@@ -64,7 +65,7 @@ def test_sample_writes_npy(trained, tmp_path):
 def test_evaluate_prints_json(trained, capsys):
     assert run_cli(["evaluate", "--run", str(trained), "--n", "100", "--seed", "2", "--steps", "50"]) == 0
     metrics = json.loads(capsys.readouterr().out)
-    assert METRIC_KEYS <= set(metrics)
+    assert set(metrics) >= METRIC_KEYS
     assert all(np.isfinite(metrics[k]) for k in METRIC_KEYS)
 
 
@@ -92,6 +93,14 @@ BAD_INPUTS = {
     "corrupt checkpoint": (["evaluate", "--run", "{tmp}/corrupt", "--n", "50"], "model.safetensors"),
     "wrong-dimensional data": (["evaluate", "--run", "{trained}", "--data", "{tmp}/three.csv", "--n", "50"], "shape"),
     "no command": ([], "required"),
+    "dynamics without its estimator": (["train", "--dynamics", "langevin", *TINY], "--dynamics applies to the flux objective's product and gradient estimators"),
+    "sigma with annealed noise": (["train", "--noise", "annealed", "--sigma", "0.3", *TINY], "--sigma applies to fixed-σ training"),
+    "estimator with dsm": (["train", "--objective", "dsm", "--estimator", "gradient", *TINY], "--estimator applies to the flux objective"),
+    "hidden on a UNet": (["train", "--data", "digits", "--hidden", "8,8", *TINY], "--hidden applies to MLP fields"),
+    "langevin on an annealed run": (["train", "--noise", "annealed", "--sampler", "langevin", *TINY], "--sampler langevin does not apply"),
+    "step size of an annealed run": (["train", "--noise", "annealed", "--step-size", "0.01", "--steps", "3"], "--step-size applies to Langevin sampling"),
+    "a sampler that does not apply (sample)": (["sample", "--run", "{trained}", "--sampler", "sde", "--n", "5"], "--sampler sde does not apply"),
+    "preset and config": (["train", "--preset", "digits", "--config", "{tmp}/x.json"], "--preset or --config"),
 }
 
 
@@ -106,6 +115,29 @@ def test_bad_input_is_one_line_and_exit_code_2(case, bad_files, trained, capsys,
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("fluxmatch: error: ") and fragment in lines[0]
     assert "Traceback" not in captured.err + captured.out
+
+
+def test_dry_run_prints_the_resolved_spec(capsys, tmp_path):
+    assert run_cli(["train", "--data", "8gaussians", "--noise", "annealed", "--out", str(tmp_path / "r"), "--dry-run"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["objective"]["noise"] == "annealed" and spec["sampler"]["method"] == "heun" and spec["field"]["family"] == "mlp"
+    assert not (tmp_path / "r").exists()
+
+
+def test_replay_from_config_json_reproduces_the_weights(trained, tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    replay = tmp_path / "replay"
+    assert run_cli(["train", "--config", str(trained / "config.json"), "--out", str(replay), "--no-progress"]) == 0
+    a, b = load_file(str(trained / "model.safetensors")), load_file(str(replay / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((replay / "config.json").read_text())["run"] == json.loads((trained / "config.json").read_text())["run"]
+
+
+def test_presets_dry_run(capsys):
+    assert run_cli(["train", "--preset", "cifar10", "--dry-run"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["field"]["preset"] == "cifar10" and spec["train"]["batch_size"] == 512 and spec["train"]["grad_clip"] is None
 
 
 @pytest.mark.parametrize("argv", [["train", "--sigma", "0"], ["evaluate", "--run", "{tmp}/corrupt"]])

@@ -5,13 +5,25 @@ Learn any vector field whose Langevin dynamics leave the data distribution stati
 
     >>> import torch, fluxmatch as fm
     >>> data = fm.DataSource.from_spec("ring", seed=0)
-    >>> field = fm.MLPField(2, (128, 128))
-    >>> fm.Trainer(field, fm.FluxMatching(sigma=0.2236, dim=2), data, fm.TrainConfig(steps=2000), "runs/ring").fit()
-    >>> x0 = data.data.mean(0) + data.data.std(0) * torch.randn(2000, 2)
-    >>> samples = fm.langevin(field, x0, step_size=0.005, n_steps=2000).samples
-    >>> fm.wasserstein2(samples, data.holdout(2000, seed=1))
+    >>> field = fm.MLPField(2, (64, 64))
+    >>> summary = fm.Trainer(field, fm.FluxMatching(sigma=0.2236, dim=2), data, fm.TrainConfig(steps=300, progress=False), "runs/ring").fit()
+    >>> x0 = data.data.mean(0) + data.data.std(0) * torch.randn(1000, 2)
+    >>> samples = fm.langevin(field, x0, step_size=0.005, n_steps=500).samples
+    >>> fm.wasserstein2(samples, data.holdout(1000, seed=1)) < 1.0
+    True
+
+Whole runs from one spec (see :mod:`fluxmatch.config` and :mod:`fluxmatch.run`):
+
+    >>> spec = fm.RunSpec(data=fm.DataSpec("ring"), objective=fm.ObjectiveSpec(noise="annealed"), train=fm.TrainSpec(steps=50))
+    >>> fm.resolve(spec).sampler.method
+    'heun'
+
 """
 
+from . import data, metrics, train  # noqa: E402 - submodules users reach as fm.data, fm.metrics, fm.train
+from .config import PRESETS, DataSpec, EvalSpec, FieldSpec, ObjectiveSpec, RunSpec, SamplerSpec, TrainSpec, load_spec, resolve
+from .coupling import ot_coupling
+from .data import Batch, DataSource, sample_toy
 from .divergence import divergence, exact_divergence, hutchinson_divergence
 from .dynamics import ReferencePaths, component_ou, reference_langevin, transition_weights, transport_back
 from .errors import FluxMatchError
@@ -20,52 +32,16 @@ from .fields import (
     ClassifierFreeGuidance,
     EDMPreconditioned,
     MLPField,
+    MLPPotential,
     PreconditionedPotential,
-    UNet,
     Unconditional,
+    UNet,
     build_field,
     call_field,
 )
 from .fields.analytic import AntisymmetricFlux, NonreversibleScore
-from .objectives import (
-    AnnealedDSM,
-    AnnealedFluxMatching,
-    CurlTarget,
-    DenoisingScoreMatching,
-    ExponentialHorizon,
-    FastMixing,
-    FlowMatching,
-    FluxMatching,
-    JacobianSkew,
-    JacobianSparsity,
-    ObjectiveOutput,
-    Rotation,
-    UniformHorizon,
-    WithDesign,
-    build_objective,
-    design_terms,
-)
-from .reference import EmpiricalGaussian, GaussianMixture, ScoreDerivatives
-from .samplers import (
-    AnnealedResult,
-    LangevinResult,
-    ODEResult,
-    edm_sigmas,
-    geometric_sigmas,
-    langevin,
-    predictor_corrector,
-    prior_sample,
-    probability_flow,
-    reverse_sde,
-    solve_ode,
-)
+from .kinds import DataKind, get_kind, register_kind
 from .likelihood import LikelihoodResult, log_likelihood, probability_flow_log_likelihood
-from .paths import OTPath, VEPath, VPPath, make_path
-from .coupling import ot_coupling
-from .stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
-from . import data, metrics, train  # noqa: E402 - submodules users reach as fm.data, fm.metrics, fm.train
-from .data import DataSource, sample_toy
-from .fields import MLPPotential
 from .metrics import (
     antisymmetric_jacobian_norm,
     autocorrelation_time,
@@ -84,9 +60,45 @@ from .metrics import (
     steps_to_reach,
     wasserstein2,
 )
-from .train import Trainer, TrainConfig, load_run
+from .objectives import (
+    AnnealedDSM,
+    AnnealedFluxMatching,
+    CurlTarget,
+    DenoisingScoreMatching,
+    ExponentialHorizon,
+    FastMixing,
+    FlowMatching,
+    FluxMatching,
+    JacobianSkew,
+    JacobianSparsity,
+    Objective,
+    ObjectiveOutput,
+    Rotation,
+    UniformHorizon,
+    WithDesign,
+    build_objective,
+    design_terms,
+)
+from .paths import OTPath, VEPath, VPPath, make_path
+from .reference import EmpiricalGaussian, GaussianMixture, ScoreDerivatives
+from .run import Run, evaluate_run, evaluation_pair, open_run, sample_run, train_run
+from .samplers import (
+    AnnealedResult,
+    LangevinResult,
+    ODEResult,
+    edm_sigmas,
+    geometric_sigmas,
+    langevin,
+    predictor_corrector,
+    prior_sample,
+    probability_flow,
+    reverse_sde,
+    solve_ode,
+)
+from .stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
+from .train import TrainConfig, Trainer, load_run
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "FluxMatchError",
@@ -134,6 +146,7 @@ __all__ = [
     "ot_coupling",
     "UniformHorizon",
     "ExponentialHorizon",
+    "Objective",
     "ObjectiveOutput",
     "build_objective",
     "langevin",
@@ -172,6 +185,26 @@ __all__ = [
     "Trainer",
     "TrainConfig",
     "load_run",
+    "RunSpec",
+    "DataSpec",
+    "FieldSpec",
+    "ObjectiveSpec",
+    "SamplerSpec",
+    "TrainSpec",
+    "EvalSpec",
+    "PRESETS",
+    "load_spec",
+    "resolve",
+    "Batch",
+    "DataKind",
+    "get_kind",
+    "register_kind",
+    "Run",
+    "open_run",
+    "train_run",
+    "sample_run",
+    "evaluate_run",
+    "evaluation_pair",
     "data",
     "metrics",
     "train",

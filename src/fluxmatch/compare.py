@@ -1,125 +1,155 @@
 """Flux Matching, denoising score matching and flow matching side by side (``fluxmatch compare``).
 
 Every objective trains the same MLP on the same data with the same optimizer, batch and number
-of steps (one :func:`fluxmatch.pipeline.train_run` each, in ``out/<objective>``), then samples
-with its natural sampler: Langevin dynamics for the stationary fields of flux and DSM, the ODE
-for flow matching's velocity. The metrics are computed against the same held-out points.
+of steps (one :func:`fluxmatch.train_run` each, in ``out/<objective>``), then samples with its
+natural sampler: Langevin dynamics for fixed-σ flux and DSM fields, EDM's Heun down the noise
+schedule for noise-annealed ones (``noise="annealed"``), the ODE for flow matching's velocity.
+The metrics are computed against the same held-out points.
 
 With ``nfe`` the comparison also records quality against sampler budget: at N function
-evaluations per sample, flux and DSM run N Langevin steps of size ε_N = min(T/N, ε_max) (T the
-total time of the default sampler, ε_max = 0.05 for stability), and flow matching runs N Euler
-steps of its ODE.
+evaluations per sample, fixed-σ flux and DSM run N Langevin steps of size ε_N = min(T/N, ε_max)
+(T the total time of the default sampler, ε_max = 0.05 for stability), noise-annealed ones N
+Euler steps of the probability-flow ODE, and flow matching N Euler steps of its ODE.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from .config import OBJECTIVES, DataSpec, EvalSpec, FieldSpec, ObjectiveSpec, RunSpec, SamplerSpec, TrainSpec
 from .errors import FluxMatchError
 from .metrics import wasserstein2
-from .pipeline import OBJECTIVE_NAMES, _evaluation_rows, _split_pair, is_flow_run, sample_run, train_run
-from .train import load_run
+from .run import evaluation_pair, open_run, sample_run, train_run
 from .train.checkpoint import atomic_write_json
 
 METRICS = ("w2", "sliced_w2", "mmd", "energy")
 MAX_LANGEVIN_STEP = 0.05
-_ODE_STAGES = {"euler": 1, "midpoint": 2, "heun": 2}
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """What every objective of a comparison shares (see the module docstring).
+
+    ``sigma``, ``sample_steps`` and ``step_size`` are the fixed-σ objectives' σ and Langevin
+    sampler; ``noise="annealed"`` trains flux and DSM over a continuum of σ instead.
+    """
+
+    data: str = "8gaussians"
+    objectives: tuple[str, ...] | str = ("flux", "dsm", "flow")
+    noise: str = "fixed"
+    steps: int = 2000
+    seed: int = 0
+    nfe: tuple[int, ...] | None = None
+    batch_size: int = 512
+    sigma: float = 0.2236
+    hidden: tuple[int, ...] = (128, 128)
+    n_eval: int = 2000
+    sample_steps: int = 2000
+    step_size: float = 0.005
 
 
 def _objective_list(objectives) -> list[str]:
     names = [o.strip() for o in objectives.split(",")] if isinstance(objectives, str) else list(objectives)
-    unknown = [o for o in names if o not in OBJECTIVE_NAMES]
+    unknown = [o for o in names if o not in OBJECTIVES]
     if not names or unknown:
-        raise FluxMatchError(f"unknown objective(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(OBJECTIVE_NAMES)}")
+        raise FluxMatchError(f"unknown objective(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(OBJECTIVES)}")
     if len(set(names)) != len(names):
         raise FluxMatchError(f"each objective may appear once, got {', '.join(names)}")
     return names
 
 
-def _budget_samples(run, n: int, budget: int, total_time: float, seed: int):
-    """Samples at ``budget`` field evaluations per sample (see the module docstring)."""
-    if is_flow_run(run):
-        return sample_run(run, n=n, seed=seed, steps=budget, ode_method="euler")
-    return sample_run(run, n=n, seed=seed, steps=budget, step_size=min(total_time / budget, MAX_LANGEVIN_STEP))
+def spec_for(settings: CompareSettings, name: str) -> RunSpec:
+    """The run spec of objective ``name`` in a comparison."""
+    if name == "flow":
+        objective, sampler = ObjectiveSpec(name="flow"), SamplerSpec()
+    elif settings.noise == "fixed":
+        objective = ObjectiveSpec(name=name, noise="fixed", sigma=settings.sigma)
+        sampler = SamplerSpec(steps=settings.sample_steps, step_size=settings.step_size)
+    else:
+        objective, sampler = ObjectiveSpec(name=name, noise="annealed"), SamplerSpec()
+    return RunSpec(
+        data=DataSpec(settings.data), field=FieldSpec(family="mlp", hidden=tuple(settings.hidden)), objective=objective, sampler=sampler,
+        train=TrainSpec(steps=settings.steps, batch_size=settings.batch_size, seed=settings.seed), evaluation=EvalSpec(n=settings.n_eval),
+    )
 
 
-def compare_objectives(
-    data="8gaussians",
-    objectives=("flux", "dsm", "flow"),
-    steps: int = 2000,
-    seed: int = 0,
-    out="runs/compare",
-    nfe=None,
-    batch_size: int = 512,
-    sigma: float = 0.2236,
-    hidden=(128, 128),
-    n_eval: int = 2000,
-    sample_steps: int = 2000,
-    step_size: float = 0.005,
-    progress: bool = True,
-) -> dict:
+def _sampler_label(run, nfe: int) -> str:
+    s = run.spec.sampler
+    if run.conditioning == "fixed":
+        return f"Langevin, {s.steps} steps of ε = {s.step_size:g}"
+    if run.conditioning == "sigma":
+        return f"PF-ODE {s.method}, {s.steps} levels"
+    return f"ODE {s.method}, {s.steps} steps"
+
+
+def _budget_sampler(run, budget: int, total_time: float) -> dict:
+    """Sampler settings at ``budget`` field evaluations per sample (see the module docstring)."""
+    if run.conditioning == "fixed":
+        return {"steps": budget, "step_size": min(total_time / budget, MAX_LANGEVIN_STEP)}
+    return {"method": "euler", "steps": budget}
+
+
+def compare_objectives(settings: CompareSettings, out, progress: bool = True) -> dict:
     """Train and evaluate each objective; write ``comparison.json``, ``comparison.png`` (and ``nfe.png``).
 
     Returns the content of ``comparison.json``: per objective the sample metrics (w2, sliced_w2,
     mmd, energy), the data-vs-data floor of each, training and sampling wall time (s), the
     sampler and its NFE per sample; and, with ``nfe``, ``nfe_curve``: objective → {N: W2}.
     """
-    names = _objective_list(objectives)
-    budgets = sorted({int(b) for b in nfe}) if nfe else []
+    names = _objective_list(settings.objectives)
+    budgets = sorted({int(b) for b in settings.nfe}) if settings.nfe else []
     if any(b < 1 for b in budgets):
-        raise FluxMatchError(f"sampler budgets must be positive integers, got {nfe}")
+        raise FluxMatchError(f"sampler budgets must be positive integers, got {settings.nfe}")
     out = Path(out)
-    report: dict = {"data": str(data), "steps": steps, "seed": seed, "batch_size": batch_size, "hidden": list(hidden), "objectives": {}}
+    report: dict = {**asdict(settings), "objectives": {}, "data": str(settings.data)}
+    report["hidden"], report["objectives_list"] = list(settings.hidden), names
     samples, runs = {}, {}
     for name in names:
-        metrics = train_run(
-            data=data, objective=name, steps=steps, batch_size=batch_size, sigma=sigma, seed=seed, out=out / name,
-            hidden=hidden, progress=progress, n_eval=n_eval, sample_steps=sample_steps, step_size=step_size,
-        )
-        run = runs[name] = load_run(out / name)
+        metrics = train_run(spec_for(settings, name), out / name, progress=progress)
+        run = runs[name] = open_run(out / name)
         start = time.perf_counter()
-        samples[name] = sample_run(run, n=n_eval, seed=seed)
+        samples[name] = sample_run(run, n=settings.n_eval, seed=settings.seed)
         sample_wall = time.perf_counter() - start
-        if is_flow_run(run):
-            ode = run.config["sampler"]["ode"]
-            sampler, calls = f"ODE {ode['method']}, {ode['steps']} steps", ode["steps"] * _ODE_STAGES.get(ode["method"], 1)
-        else:
-            sampler, calls = f"Langevin, {sample_steps} steps of ε = {step_size:g}", sample_steps
         report["objectives"][name] = {
             **{k: metrics[k] for k in METRICS},
             **{f"floor_{k}": metrics[f"floor_{k}"] for k in METRICS},
             "mean_abs_curl": metrics.get("mean_abs_curl"),
             "train_wall_s": metrics["train"]["wall_time_s"],
             "sample_wall_s": round(sample_wall, 3),
-            "nfe": calls,
-            "sampler": sampler,
+            "nfe": metrics["sampler"]["nfe"],
+            "sampler": _sampler_label(run, metrics["sampler"]["nfe"]),
         }
-    first = runs[names[0]]
-    held, _ = _split_pair(_evaluation_rows(first.config["data"]["spec"], first.config, n_eval, seed), str(data))
+    held, _ = evaluation_pair(runs[names[0]], settings.n_eval, settings.seed)
     if budgets:
-        total_time = sample_steps * step_size
-        curve = {}
-        for name in names:
-            curve[name] = {}
-            for budget in budgets:
-                try:
-                    points = _budget_samples(runs[name], n_eval, budget, total_time, seed)
-                    curve[name][str(budget)] = wasserstein2(points, held)
-                except FluxMatchError:  # a sampler that diverges at this budget has no finite W2
-                    curve[name][str(budget)] = math.nan
-        report["nfe_curve"] = curve
+        report["nfe_curve"] = _nfe_curve(runs, budgets, settings, held)
         report["nfe_samplers"] = {
-            "langevin": f"N steps of ε = min({total_time:g}/N, {MAX_LANGEVIN_STEP})",
+            "langevin": f"N steps of ε = min({settings.sample_steps * settings.step_size:g}/N, {MAX_LANGEVIN_STEP})",
+            "annealed": "N Euler steps of the probability-flow ODE",
             "flow": "N Euler steps of the ODE",
         }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "comparison.json", report)
     _draw_figures(out, report, samples, runs, held)
     return report
+
+
+def _nfe_curve(runs: dict, budgets: list[int], settings: CompareSettings, held: torch.Tensor) -> dict:
+    total_time = settings.sample_steps * settings.step_size
+    curve = {}
+    for name, run in runs.items():
+        curve[name] = {}
+        for budget in budgets:
+            try:
+                points = sample_run(run, n=settings.n_eval, seed=settings.seed, **_budget_sampler(run, budget, total_time))
+                curve[name][str(budget)] = wasserstein2(points, held)
+            except FluxMatchError:  # a sampler that diverges at this budget has no finite W2
+                curve[name][str(budget)] = math.nan
+    return curve
 
 
 def _draw_figures(out: Path, report: dict, samples: dict, runs: dict, held: torch.Tensor) -> None:
@@ -129,8 +159,9 @@ def _draw_figures(out: Path, report: dict, samples: dict, runs: dict, held: torc
     fields, conds = {}, {}
     if flat_held.shape[1] == 2:
         for name, run in runs.items():
-            fields[name] = run.field
-            conds[name] = 1.0 if is_flow_run(run) else run.sigma
+            if run.conditioning != "sigma":
+                fields[name] = run.field
+                conds[name] = 1.0 if run.conditioning == "time" else run.sigma
     title = f"{report['data']}: {report['steps']} training steps each, seed {report['seed']}"
     plot_comparison(out / "comparison.png", {k: v.reshape(v.shape[0], -1) for k, v in samples.items()}, flat_held, fields, conds, title)
     if "nfe_curve" in report:
@@ -151,5 +182,5 @@ def format_table(report: dict) -> str:
         budgets = sorted({int(b) for c in report["nfe_curve"].values() for b in c})
         lines += ["", "W2 at NFE " + " ".join(f"{b:>7d}" for b in budgets)]
         for name, c in report["nfe_curve"].items():
-            lines.append(f"{name:<10}" + " " * 0 + " ".join(f"{c[str(b)]:>7.3f}" for b in budgets))
+            lines.append(f"{name:<10}" + " ".join(f"{c[str(b)]:>7.3f}" for b in budgets))
     return "\n".join(lines)

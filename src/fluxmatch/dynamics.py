@@ -1,4 +1,4 @@
-"""Reference dynamics of the Flux Matching estimator (MATH.md §3).
+"""Reference dynamics of the Flux Matching estimator (docs/MATH.md §3).
 
 The estimator needs pairs ``(x0, X_t)`` from a p-reversible Markov kernel run for a time t,
 the derivative ``∂X_t/∂x0`` that carries ``∇r(X_t)`` back to ``x0``, and the Gaussian transition

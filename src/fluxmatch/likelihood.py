@@ -230,7 +230,7 @@ def probability_flow_log_likelihood(
     data_scale: float | None = None,
     generator: torch.Generator | None = None,
 ) -> LikelihoodResult:
-    """log p_{σ_min}(x) under a σ-conditioned field by its probability-flow ODE (MATH.md §4).
+    """log p_{σ_min}(x) under a σ-conditioned field by its probability-flow ODE (docs/MATH.md §4).
 
     The field f(x, σ) ≈ ∇log p_σ(x), p_σ = p_data ∗ N(0, σ²I), defines the probability-flow ODE
     ``dx/dσ = −σ f(x, σ)``, which carries p_σ to p_σ' for every pair of levels. Along a path

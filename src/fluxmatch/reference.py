@@ -1,4 +1,4 @@
-"""Reference densities: the distribution a field must leave stationary (MATH.md §3).
+"""Reference densities: the distribution a field must leave stationary (docs/MATH.md §3).
 
 Both references are isotropic Gaussian mixtures
 
@@ -127,7 +127,7 @@ class GaussianMixture:
     def n_components(self) -> int:
         return self.means.shape[0]
 
-    def smoothed(self, sigma: float) -> "GaussianMixture":
+    def smoothed(self, sigma: float) -> GaussianMixture:
         """The mixture convolved with N(0, σ²I): ``v_k → v_k + σ²``."""
         sigma = check_sigma(sigma)
         return GaussianMixture(self.means, self.variances + sigma**2, self.weights, self.chunk_elements)

@@ -1,4 +1,4 @@
-"""The stationarity residual ``r = ∇·u + u·s`` of a field (MATH.md eq. 2) and its gradient.
+"""The stationarity residual ``r = ∇·u + u·s`` of a field (docs/MATH.md eq. 2) and its gradient.
 
 For a field f and a reference density p with score s, ``u = f − s`` and p is stationary under
 ``dX = f dt + sqrt(2) dW`` iff r = 0 p-almost everywhere. The field's part (∇·f and its

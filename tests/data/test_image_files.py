@@ -205,16 +205,13 @@ def test_cifar_source_keeps_labels(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["digits", "cifar10", "celeba64"])
-def test_configs_name_known_train_options(name):
-    from fluxmatch.cli import _build_parser
+def test_configs_are_the_presets_as_specs(name):
+    from fluxmatch.config import load_spec, preset, resolve
     from fluxmatch.fields.unet import UNET_PRESETS
 
-    config = json.loads((CONFIGS / f"{name}.json").read_text())
-    known = {a.dest for a in _build_parser().train_parser._actions}
-    assert {k.replace("-", "_") for k in config if not k.startswith("_")} <= known
-    assert {"data", "objective", "unet", "steps", "batch_size", "lr", "sample_steps", "device"} <= set(config)
-    assert config["unet"] == name and name in UNET_PRESETS
-    assert config["data"].split(":")[0] == name
+    spec, flat = load_spec(CONFIGS / f"{name}.json")
+    assert flat == {} and spec == resolve(preset(name))
+    assert spec.field.preset == name and name in UNET_PRESETS and spec.data.spec.split(":")[0] == name
 
 
 def test_paper_configs_use_the_edm_sizes():
@@ -228,5 +225,5 @@ def test_paper_configs_use_the_edm_sizes():
     assert (celeba["channels"], tuple(celeba["channel_mult"]), celeba["num_blocks"], tuple(celeba["attn_resolutions"]), celeba["dropout"]) == (128, (1, 2, 2, 2), 4, (16,), 0.05)
     c10 = json.loads((CONFIGS / "cifar10.json").read_text())
     c64 = json.loads((CONFIGS / "celeba64.json").read_text())
-    assert (c10["batch_size"], c10["lr"], c10["sample_steps"]) == (512, 1e-3, 18)
-    assert (c64["batch_size"], c64["lr"], c64["sample_steps"]) == (256, 2e-4, 40)
+    assert (c10["train"]["batch_size"], c10["train"]["lr"], c10["sampler"]["steps"]) == (512, 1e-3, 18)
+    assert (c64["train"]["batch_size"], c64["train"]["lr"], c64["sampler"]["steps"]) == (256, 2e-4, 40)

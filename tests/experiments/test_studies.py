@@ -5,11 +5,12 @@ import json
 import pytest
 
 from fluxmatch.cli import main
-from fluxmatch.experiments import run_controllable, run_mixing, run_spiral
+from fluxmatch.experiments import run_controllable, run_mixing
+from fluxmatch.experiments.mixing import Chains
 
 
 def test_mixing_study_writes_curves(tmp_path):
-    report = run_mixing(out=tmp_path, steps=5, datasets=("8gaussians",), n=60, checkpoints=(0, 5, 20), progress=False)
+    report = run_mixing(out=tmp_path, steps=5, datasets=("8gaussians",), n=60, chains=Chains(checkpoints=(0, 5, 20)), progress=False)
     r = report["8gaussians"]
     assert set(r["curves"]) == {"dsm", "flux", "flux+mixing"}
     assert r["curves"]["dsm"]["steps"] == [0, 5, 20] and r["target_w2"] == r["curves"]["dsm"]["distances"][-1]
@@ -17,11 +18,12 @@ def test_mixing_study_writes_curves(tmp_path):
     assert (tmp_path / "mixing.png").is_file() and json.loads((tmp_path / "mixing.json").read_text())["8gaussians"]
     config = json.loads((tmp_path / "8gaussians" / "flux-mixing" / "config.json").read_text())
     assert config["objective"]["name"] == "designed" and config["objective"]["terms"][0]["kind"] == "mixing"
+    assert config["run"]["objective"]["design"] == {"mixing": 0.01}
 
 
 def test_controllable_study_measures_every_field(tmp_path):
     sweep = (("flux", None, 0.0), ("flux", "rotation", 0.1))
-    report = run_controllable(out=tmp_path, steps=5, sweep=sweep, n=80, chain_steps=40, progress=False)
+    report = run_controllable(out=tmp_path, steps=5, sweep=sweep, n=80, chains=(40, 0.02), progress=False)
     assert [row["label"] for row in report["rows"]] == ["flux", "flux+rotation 0.1"]
     for row in report["rows"]:
         assert {"w2", "mixing_speed", "cycle_alignment", "skewness"} <= set(row)

@@ -213,7 +213,7 @@ def test_design_terms_from_weights_and_bad_configs():
     with pytest.raises(FluxMatchError, match="finite"):
         WithDesign(DenoisingScoreMatching(), {"r": (float("nan"), Rotation())})
     with pytest.raises(FluxMatchError, match="direction field"):
-        WithDesign(DenoisingScoreMatching(), {"r": (1.0, Rotation(direction_field=lambda x: x))}).config
+        _ = WithDesign(DenoisingScoreMatching(), {"r": (1.0, Rotation(direction_field=lambda x: x))}).config
 
 
 def test_rotation_turns_the_learned_flux_field_without_moving_its_samples(tmp_path):

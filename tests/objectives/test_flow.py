@@ -7,8 +7,7 @@ import torch
 
 from fluxmatch.errors import FluxMatchError
 from fluxmatch.fields import MLPField
-from fluxmatch.objectives import FlowMatching
-from fluxmatch.objectives import build_objective
+from fluxmatch.objectives import FlowMatching, build_objective
 from fluxmatch.paths import OTPath, VPPath
 from fluxmatch.reference import GaussianMixture
 from fluxmatch.samplers import solve_ode

@@ -11,9 +11,8 @@ from fluxmatch.data import DataSource
 from fluxmatch.errors import FluxMatchError
 from fluxmatch.fields import MLPField
 from fluxmatch.objectives import FluxMatching
-from fluxmatch.train import EMA, Trainer, TrainConfig, load_run, load_training_state, save_checkpoint
+from fluxmatch.train import EMA, TrainConfig, Trainer, load_run, load_training_state, save_checkpoint
 from fluxmatch.train import checkpoint as checkpoint_module
-
 
 
 def tiny_run(out, steps=12):
@@ -22,7 +21,7 @@ def tiny_run(out, steps=12):
     objective = FluxMatching(sigma=0.3, dim=2)
     data = DataSource.from_spec("ring", seed=0, n=500)
     config = TrainConfig(steps=steps, batch_size=32, log_every=4, checkpoint_every=6, progress=False)
-    Trainer(field, objective, data, config, out).fit()
+    Trainer(field, objective, data, config, out, metadata={"note": {"made_by": "tiny_run"}}).fit()
     return field, objective
 
 
@@ -37,12 +36,12 @@ def test_run_dir_layout(run_dir):
     names = set(os.listdir(run_dir))
     assert {"config.json", "model.safetensors", "trainer.safetensors", "trainer.json", "log.csv"} <= names
     config = json.loads((run_dir / "config.json").read_text())
-    assert set(config) >= {"field", "objective", "train", "data", "sampler", "fluxmatch_version"}
+    assert set(config) >= {"field", "objective", "train", "data", "note", "fluxmatch_version"}
     assert config["field"] == {"type": "mlp", "dim": 2, "hidden": [16, 16], "conditioning": None}
     assert config["objective"]["name"] == "flux"
     assert config["data"]["spec"] == "ring" and config["data"]["dim"] == [2]
     assert len(config["data"]["mean"]) == len(config["data"]["std"]) == 2
-    assert config["sampler"] == {"step_size": 0.005, "n_steps": 2000, "n": 2000}
+    assert config["note"] == {"made_by": "tiny_run"}
     assert json.loads((run_dir / "trainer.json").read_text())["step"] == 12
 
 

@@ -12,7 +12,7 @@ from fluxmatch.data import DataSource
 from fluxmatch.errors import FluxMatchError
 from fluxmatch.fields import MLPField, call_field
 from fluxmatch.objectives import DenoisingScoreMatching, FluxMatching, ObjectiveOutput
-from fluxmatch.train import Trainer, TrainConfig, load_run
+from fluxmatch.train import TrainConfig, Trainer, load_run
 
 STEPS = 30
 
@@ -29,11 +29,11 @@ class CrashingData:
         self.source, self.crash_at, self.calls = source, crash_at, 0
         self.data, self.name, self.dim = source.data, source.name, source.dim
 
-    def batch(self, b, generator=None):
+    def sample_batch(self, b, generator=None):
         self.calls += 1
         if self.calls == self.crash_at:
             raise Interrupted
-        return self.source.batch(b, generator)
+        return self.source.sample_batch(b, generator)
 
 
 class NaNAfter(nn.Module):

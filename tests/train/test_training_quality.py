@@ -8,7 +8,7 @@ from fluxmatch.fields import MLPField
 from fluxmatch.metrics import wasserstein2
 from fluxmatch.objectives import DenoisingScoreMatching, FluxMatching
 from fluxmatch.samplers import langevin
-from fluxmatch.train import Trainer, TrainConfig
+from fluxmatch.train import TrainConfig, Trainer
 
 
 def sample_w2(field, data, n=600):

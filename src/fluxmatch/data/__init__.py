@@ -9,6 +9,7 @@ held-out sample for evaluation.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ def _derived_seed(seed: int, stream: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _unknown(spec) -> FluxMatchError:
+def unknown_data(spec) -> FluxMatchError:
+    """The error for a data spec that names no toy set, image set or file."""
     return FluxMatchError(
         f"unknown data set {str(spec)!r}: expected one of {', '.join(TOY_DATASETS)}, {DIGITS} "
         f"or a path to {'/'.join(FILE_EXTENSIONS)}"
@@ -109,7 +111,28 @@ def load_data(spec: str | os.PathLike, n: int | None = None, seed: int = 0) -> t
         return _subset(digits_split().train_images, n, _generator(seed))
     if _is_file(spec):
         return _subset(load_array(spec), n, _generator(seed))
-    raise _unknown(spec)
+    raise unknown_data(spec)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch as a data source yields it.
+
+    Attributes:
+        x: (B, ...) float32 points or images in model units.
+        labels: (B,) int64 class labels, or None for unlabelled data.
+        extras: further per-row tensors the field takes as keyword arguments (masks, time
+            indices, covariates), passed through the objective to the field untouched.
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor | None = None
+    extras: dict = field(default_factory=dict)
+
+    def to(self, device) -> Batch:
+        """The batch with every tensor on ``device``."""
+        move = (lambda t: None if t is None else t.to(device))
+        return Batch(move(self.x), move(self.labels), {k: move(v) for k, v in self.extras.items()})
 
 
 class DataSource:
@@ -181,7 +204,7 @@ class DataSource:
     @classmethod
     def from_spec(
         cls, spec: str | os.PathLike, seed: int = 0, holdout_fraction: float = 0.2, n: int | None = None
-    ) -> "DataSource":
+    ) -> DataSource:
         """Build a source from a toy name or a file path.
 
         Args:
@@ -210,7 +233,7 @@ class DataSource:
         if parse_image_spec(spec) is not None:
             return image_source(str(spec), seed=seed, limit=n)
         if not _is_file(spec):
-            raise _unknown(spec)
+            raise unknown_data(spec)
         rows = load_data(spec, n, seed)
         n_rows = rows.shape[0]
         n_held = int(round(fraction * n_rows))
@@ -226,7 +249,7 @@ class DataSource:
         return cls(rows[order[n_held:]], str(spec), held_out=held)
 
     @classmethod
-    def _digits(cls, fraction: float, n: int | None, seed: int) -> "DataSource":
+    def _digits(cls, fraction: float, n: int | None, seed: int) -> DataSource:
         if fraction != HOLDOUT_FRACTION:
             raise FluxMatchError(
                 f"the digits have a fixed held-out split of {HOLDOUT_FRACTION:g} per class (shared by the metric "
@@ -276,6 +299,12 @@ class DataSource:
         index = torch.randint(0, len(self), (b,), generator=generator)
         return self.data[index], self.labels[index]
 
+    def sample_batch(self, b: int, generator: torch.Generator | None = None) -> Batch:
+        """A training :class:`Batch` of b rows with their labels (None when unlabelled), drawn
+        exactly as :meth:`batch_with_labels` draws."""
+        x, labels = self.batch_with_labels(b, generator)
+        return Batch(x, labels)
+
     def holdout(self, n: int, seed: int = 0) -> torch.Tensor:
         """An evaluation sample independent of the training data.
 
@@ -302,6 +331,8 @@ class DataSource:
 
 
 __all__ = [
+    "Batch",
+    "unknown_data",
     "TOY_DATASETS",
     "DIGITS_UNITS",
     "DataSource",

@@ -1,4 +1,4 @@
-"""Controllable fields (MATH.md §5; the paper's Experiment 1) on a 3-component 2-D mixture.
+"""Controllable fields (docs/MATH.md §5; the paper's Experiment 1) on a 3-component 2-D mixture.
 
 Flux Matching fields are trained with design terms of growing weight (a tangential-flow reward
 about the centre, and a reward for Jacobian skewness), beside plain flux and DSM. Each field is
@@ -16,17 +16,17 @@ The frontier plot shows the trade-off; the field plot shows each field's streaml
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from ..config import SamplerSpec
 from ..metrics import antisymmetric_jacobian_norm, autocorrelation_time, mean_abs_curl
-from ..data import DataSource
-from ..train import load_run
+from ..run import evaluation_pair, open_run, train_run
 from ..train.checkpoint import atomic_write_json
+from .specs import study_spec
 
 DATA = "triangle"
 SWEEP = (("dsm", None, 0.0), ("flux", None, 0.0), ("flux", "rotation", 0.1), ("flux", "rotation", 0.3), ("flux", "rotation", 1.0), ("flux", "skew", 0.01), ("flux", "skew", 0.05))
@@ -55,8 +55,7 @@ def run_controllable(
     sweep=SWEEP,
     n: int = 1000,
     step_size: float = 0.005,
-    chain_steps: int = 5000,
-    chain_step_size: float = 0.02,
+    chains: tuple[int, float] = (5000, 0.02),
     progress: bool = True,
 ) -> dict:
     """Train the sweep's fields on the triangle mixture, measure each, draw the frontier.
@@ -67,22 +66,23 @@ def run_controllable(
         sweep: (objective, design term or None, weight) settings.
         n: samples / chains per measurement.
         step_size: Langevin ε for the samples behind W2.
-        chain_steps, chain_step_size: length and ε of the 256 stationary chains for τ (long
-            enough in time, 100 units by default, to see chains hop between components).
+        chains: (steps, ε) of the 256 stationary chains for τ (long enough in time, 100 units
+            by default, to see chains hop between components).
     """
-    from ..pipeline import train_run
     from ..viz import plot_fields
 
     out = Path(out)
-    held = DataSource.from_spec(DATA, seed=seed).holdout(n, seed + 1)
-    rows, fields = [], {}
+    rows, fields, held = [], {}, None
     for objective, term, weight in sweep:
         label = _label(objective, term, weight)
         run_dir = out / label.replace(" ", "-").replace("+", "-")
-        quality = train_run(data=DATA, objective=objective, steps=steps, seed=seed, out=run_dir, progress=progress, n_eval=n, sample_steps=2000, step_size=step_size, design={term: weight} if term else None)
-        run = load_run(run_dir)
+        spec = study_spec(DATA, objective, steps, seed, n, {term: weight} if term else None, SamplerSpec(steps=2000, step_size=step_size))
+        quality = train_run(spec, run_dir, progress=progress)
+        run = open_run(run_dir)
+        if held is None:
+            held = evaluation_pair(run, n, seed + 1)[0]
         generator = torch.Generator().manual_seed(seed)
-        tau = autocorrelation_time(run.field, held[:256], chain_step_size, chain_steps, statistic=_sin_angle, cond=run.sigma, generator=generator)
+        tau = autocorrelation_time(run.field, held[:256], chains[1], chains[0], statistic=_sin_angle, cond=run.sigma, generator=generator)
         cond = None if run.sigma is None else torch.full((held.shape[0],), float(run.sigma))
         rows.append({
             "label": label, "objective": objective, "term": term, "weight": weight,
@@ -96,7 +96,7 @@ def run_controllable(
         atomic_write_json(out / "controllable.json", {"rows": rows})
     _plot_frontier(out / "frontier.png", rows)
     plot_fields(out / "fields.png", fields, data=held, cond=run.sigma)  # every setting trains at the same σ
-    report = {"data": DATA, "steps": steps, "seed": seed, "step_size": step_size, "chain_step_size": chain_step_size, "chain_steps": chain_steps, "rows": rows, "files": ["controllable.json", "frontier.png", "fields.png"]}
+    report = {"data": DATA, "steps": steps, "seed": seed, "step_size": step_size, "chain_step_size": chains[1], "chain_steps": chains[0], "rows": rows, "files": ["controllable.json", "frontier.png", "fields.png"]}
     atomic_write_json(out / "controllable.json", report)
     return report
 

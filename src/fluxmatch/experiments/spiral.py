@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from ..metrics import mean_abs_curl
-from ..data import DataSource
-from ..train import load_run
+from ..run import evaluation_pair, open_run, train_run
 from ..train.checkpoint import atomic_write_json
+from .specs import study_spec
 
 DATA = "ring"
 
@@ -24,17 +24,18 @@ DATA = "ring"
 def run_spiral(out="runs/experiment-spiral", steps: int = 2000, seed: int = 0, weight: float = 0.5, n: int = 2000, progress: bool = True) -> dict:
     """Train flux, flux + rotation and DSM + rotation on the ring; write ``spiral.json`` and
     ``spiral.png`` (samples and streamlines of each field)."""
-    from ..pipeline import train_run
     from ..viz import plot_fields, plot_samples
 
     out = Path(out)
-    held = DataSource.from_spec(DATA, seed=seed).holdout(n, seed + 1)
+    held = None
     settings = {"flux": ("flux", None), "flux+rotation": ("flux", {"rotation": weight}), "dsm+rotation": ("dsm", {"rotation": weight})}
     rows, fields, samples = {}, {}, {}
     for label, (objective, design) in settings.items():
         run_dir = out / label.replace("+", "-")
-        quality = train_run(data=DATA, objective=objective, steps=steps, seed=seed, out=run_dir, progress=progress, n_eval=n, design=design)
-        run = load_run(run_dir)
+        quality = train_run(study_spec(DATA, objective, steps, seed, n, design), run_dir, progress=progress)
+        run = open_run(run_dir)
+        if held is None:
+            held = evaluation_pair(run, n, seed + 1)[0]
         cond = None if run.sigma is None else torch.full((held.shape[0],), float(run.sigma))
         rows[label] = {"w2": quality["w2"], "floor_w2": quality["floor_w2"], "energy": quality["energy"], "mean_abs_curl": mean_abs_curl(run.field, held, cond)}
         fields[label] = run.field

@@ -1,4 +1,4 @@
-"""Exact stationary fields of a known density: the two families of MATH.md §1.
+"""Exact stationary fields of a known density: the two families of docs/MATH.md §1.
 
 For any density p with score s, both leave p stationary under dX = f dt + sqrt(2) dW:
 

@@ -57,6 +57,8 @@ class MLPField(nn.Module):
             if c is None:
                 raise FluxMatchError(f"this field is conditioned on {self.conditioning}: pass it as the second argument")
             c = torch.as_tensor(c, dtype=flat.dtype, device=flat.device).reshape(-1)
+            if self.conditioning == "sigma" and not bool((c > 0).all() and torch.isfinite(c).all()):
+                raise FluxMatchError("a σ-conditioned field takes positive finite noise levels σ (its input feature is ln σ / 4)")
             feature = c.log() / 4 if self.conditioning == "sigma" else c
             flat = torch.cat([flat, feature.expand(flat.shape[0])[:, None]], dim=1)
         return flat

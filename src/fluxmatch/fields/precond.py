@@ -3,7 +3,7 @@
     D(x, σ) = c_skip(σ) x + c_out(σ) F(c_in(σ) x, c_noise(σ)),      f(x, σ) = (D(x, σ) − x) / σ²
 
 with c_skip = σ_d²/(σ² + σ_d²), c_out = σ σ_d/sqrt(σ² + σ_d²), c_in = 1/sqrt(σ² + σ_d²),
-c_noise = ln(σ)/4 (MATH.md §4). D is a denoiser, f ≈ ∇log p_σ: with F = 0, f = −x/(σ² + σ_d²),
+c_noise = ln(σ)/4 (docs/MATH.md §4). D is a denoiser, f ≈ ∇log p_σ: with F = 0, f = −x/(σ² + σ_d²),
 the exact score of N(0, σ_d² I) smoothed by σ. The field is formed without the cancellation in
 (D − x): f = −x/(σ² + σ_d²) + (c_out/σ²) F.
 """
@@ -72,7 +72,9 @@ class EDMPreconditioned(_EDMWrapped):
 
     def _backbone(self, x: torch.Tensor, s: torch.Tensor, labels):
         c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
-        args = (c_in * x, c_noise.reshape(-1)) if labels is None else (c_in * x, c_noise.reshape(-1), labels)
+        # a backbone that declares σ-conditioning (MLPField) computes c_noise = ln σ / 4 itself
+        cond = s.reshape(-1) if getattr(self.backbone, "conditioning", None) == "sigma" else c_noise.reshape(-1)
+        args = (c_in * x, cond) if labels is None else (c_in * x, cond, labels)
         out = self.backbone(*args)
         if out.shape != x.shape:
             raise FluxMatchError(f"the backbone returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")

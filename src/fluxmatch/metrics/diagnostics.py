@@ -1,6 +1,6 @@
 """Field diagnostics beyond curl and divergence: skewness, the stationarity residual where p is
 known, and the split of a field into the part Flux Matching penalises and the part it leaves free
-(MATH.md §2, §6).
+(docs/MATH.md §2, §6).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class ScoreFluxSplit:
 
     Attributes:
         fisher: E|u|², the Fisher divergence that score matching penalises.
-        gradient_part: E|∇g|² ≈ E|∇φ|², the part Flux Matching penalises (J(f) of MATH.md (3)).
+        gradient_part: E|∇g|² ≈ E|∇φ|², the part Flux Matching penalises (J(f) of docs/MATH.md (3)).
         flux_part: E|∇g + u|² ≈ E|w|², the divergence-free part Flux Matching leaves free
             (plus the potential's fit error).
         fit_steps: Adam steps spent fitting g.
@@ -74,7 +74,7 @@ def score_flux_split(
     cond=None,
     seed: int = 0,
 ) -> ScoreFluxSplit:
-    """Split the Fisher divergence of a field into its gradient part and its flux part (MATH.md §2).
+    """Split the Fisher divergence of a field into its gradient part and its flux part (docs/MATH.md §2).
 
     With u = f − s = ∇φ + w, ∇·(p w) = 0, the two parts are orthogonal in L²(p):
     E|u|² = E|∇φ|² + E|w|². A scalar potential g (:class:`~fluxmatch.fields.MLPPotential`) is

@@ -16,7 +16,7 @@ block. Results are detached tensors on the device of the points (numpy arrays fo
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -174,7 +174,7 @@ def _load(path: Path) -> DigitsClassifier:
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 - safe_open is not a dict
     if metadata.get("version") != CLASSIFIER_VERSION:
         raise ValueError(f"version {metadata.get('version')!r}, expected {CLASSIFIER_VERSION!r}")
     model = DigitsClassifier()

@@ -1,7 +1,7 @@
 """How fast a field's Langevin dynamics mix: distance-to-data curves and autocorrelation times.
 
 Two fields can share a stationary distribution and differ in how fast ``x ← x + ε f(x) +
-sqrt(2ε) ξ`` gets there (MATH.md §5–6). :func:`mixing_curve` follows one batch of chains and
+sqrt(2ε) ξ`` gets there (docs/MATH.md §5–6). :func:`mixing_curve` follows one batch of chains and
 records its distance to reference samples at chosen step counts; :func:`steps_to_reach` reads
 the number of steps (= field evaluations) a target distance takes. Within equilibrium,
 :func:`integrated_autocorrelation_time` measures how many steps separate effectively independent
@@ -10,8 +10,9 @@ draws of a statistic.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dataclass_field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 import numpy as np
 import torch

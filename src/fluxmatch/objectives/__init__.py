@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import FluxMatchError
 from .annealed import AnnealedDSM, AnnealedFluxMatching
-from .base import ObjectiveOutput
+from .base import Objective, ObjectiveOutput
 from .design import CurlTarget, FastMixing, JacobianSkew, JacobianSparsity, Rotation, WithDesign, design_terms, make_term
 from .dsm import DenoisingScoreMatching
 from .flow import FlowMatching
@@ -31,6 +31,7 @@ def build_objective(config: dict):
 
 
 __all__ = [
+    "Objective",
     "ObjectiveOutput",
     "FluxMatching",
     "FlowMatching",

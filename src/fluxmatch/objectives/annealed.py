@@ -1,4 +1,4 @@
-"""Noise-annealed objectives: one field f(x, σ) trained over a continuum of σ (MATH.md §4).
+"""Noise-annealed objectives: one field f(x, σ) trained over a continuum of σ (docs/MATH.md §4).
 
 Every row of a batch draws its own σ from a σ distribution (EDM's log-normal or log-uniform).
 The per-row loss, written in score units, is weighted by λ(σ) (EDM: the preconditioned-output
@@ -10,12 +10,10 @@ Flux Matching's default, the potential estimator, extends to a σ per row exactl
 the score of the batch smoothed at σ_i, needs only the shared distance matrix (see
 :func:`~fluxmatch.reference.annealed_denoising_target`). The finite-horizon estimators
 ("product", "gradient") simulate the batch reference's dynamics, which the whole batch shares,
-so they draw one σ per batch as MATH.md §4 states, with the σ-conditioned horizon sampler.
+so they draw one σ per batch as docs/MATH.md §4 states, with the σ-conditioned horizon sampler.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -23,11 +21,10 @@ from torch import nn
 from ..errors import FluxMatchError, check_positive
 from ..fields import call_field, drop_labels
 from ..reference import annealed_denoising_target, training_set_target
-from .base import ObjectiveOutput, check_batch
+from .base import Objective, ObjectiveOutput, check_batch
 from .flux import FluxMatching
 from .noise_levels import WEIGHTINGS, loss_weight, make_sigma_distribution
 from .normaliser import LossNormaliser
-
 
 TARGETS = ("batch", "training_set")
 
@@ -36,7 +33,7 @@ def _rowsum(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).sum(1)
 
 
-class _Annealed(nn.Module):
+class _Annealed(Objective):
     """What the noise-annealed objectives share: σ draws, weighting, normaliser, label dropout."""
 
     name = ""
@@ -68,6 +65,11 @@ class _Annealed(nn.Module):
         self.normaliser = LossNormaliser() if normaliser else None
 
     sigma = None  # no fixed noise level: the field is conditioned on σ
+
+    @property
+    def noise(self) -> str:
+        """The kind of the σ distribution ("edm", "loguniform")."""
+        return self.sigmas.kind
 
     @property
     def config(self) -> dict:

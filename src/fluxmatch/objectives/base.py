@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from ..errors import FluxMatchError
 
@@ -34,3 +36,36 @@ def check_batch(x: torch.Tensor) -> torch.Tensor:
         raise FluxMatchError("the batch contains NaN or inf values")
     return x.float() if x.dtype != torch.float32 else x
 
+
+
+class Objective(nn.Module, ABC):
+    """What every training objective is: ``objective(field, x, **batch) -> ObjectiveOutput``.
+
+    Subclasses implement :meth:`forward`, :attr:`config` (what
+    :func:`~fluxmatch.objectives.build_objective` rebuilds them from) and :meth:`param_groups`.
+    An objective owns its noise: ``sigma`` is its fixed σ (None when it draws σ per row or has
+    none, as flow matching), ``noise`` names its σ distribution ("fixed", or the annealed
+    distribution's kind; None for flow matching), and :meth:`draw_sigma` draws σ for a batch.
+    """
+
+    sigma: float | None = None
+    noise: str | None = None
+
+    @abstractmethod
+    def forward(self, field, x: torch.Tensor, *args, **kwargs) -> ObjectiveOutput:
+        """Per-row losses of ``field`` on the batch x (B, ...)."""
+
+    @property
+    @abstractmethod
+    def config(self) -> dict:
+        """A JSON-ready dict with a ``name`` and the constructor arguments."""
+
+    @abstractmethod
+    def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
+        """The optimizer's parameter groups over the field and the objective's own parameters."""
+
+    def draw_sigma(self, b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """(b,) noise levels for a batch: the fixed σ repeated (noise-annealed objectives draw)."""
+        if self.sigma is None:
+            raise FluxMatchError(f"the {type(self).__name__} objective has no noise level to draw")
+        return torch.full((b,), float(self.sigma), device=device)

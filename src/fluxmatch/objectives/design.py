@@ -1,4 +1,4 @@
-"""Design terms: shape *how* a field moves samples, not *where* they go (MATH.md §5).
+"""Design terms: shape *how* a field moves samples, not *where* they go (docs/MATH.md §5).
 
 Flux Matching constrains only the gradient part ∇φ of u = f − s; the part w with ∇·(p w) = 0 is
 free. A design term R(f) added to the flux loss moves that free part towards what the term
@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import FluxMatchError, check_positive
 from ..fields import call_field
-from .base import ObjectiveOutput, check_batch
+from .base import Objective, ObjectiveOutput, check_batch
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -53,7 +53,9 @@ class Rotation(nn.Module):
 
     Example:
         >>> spin = lambda x, c: torch.stack([-x[:, 1], x[:, 0]], 1)   # R₉₀ x
-        >>> Rotation()(spin, x0, sigma)                               # = −|x0| per row
+        >>> x0 = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        >>> Rotation()(spin, x0, torch.full((2,), 0.2))               # = −|x0| per row
+        tensor([-1., -2.])
     """
 
     def __init__(self, center=(0.0, 0.0), speed: float | None = None, direction_field=None) -> None:
@@ -134,7 +136,7 @@ class JacobianSkew(nn.Module):
         with torch.enable_grad():
             z = x0.detach().requires_grad_(True)
             f = call_field(field, z, sigma, labels)
-            for k in range(self.n_probes):
+            for _ in range(self.n_probes):
                 v = torch.empty_like(z).bernoulli_(0.5).mul_(2).sub_(1)
                 (jtv,) = torch.autograd.grad(f, z, v, create_graph=True)
                 dummy = torch.zeros_like(f, requires_grad=True)
@@ -179,7 +181,7 @@ def sinkhorn_divergence(a: torch.Tensor, b: torch.Tensor, epsilon: float = 0.05,
 
 
 class FastMixing(nn.Module):
-    """How much of the gap to p_σ one Langevin step leaves (MATH.md §5); lower is faster mixing.
+    """How much of the gap to p_σ one Langevin step leaves (docs/MATH.md §5); lower is faster mixing.
 
     The batch of start points x0 ~ p_σ is split in halves: the second half is perturbed,
     x̃ = x0 + δσ ξ', and moved by one step x1 = x̃ + ε f(x̃, σ) + sqrt(2ε) ξ; the first half are
@@ -301,7 +303,7 @@ def design_terms(weights: dict, mixing_step_size: float | None = None) -> dict:
     return out
 
 
-class WithDesign(nn.Module):
+class WithDesign(Objective):
     """An objective plus weighted design terms: ``ℓ = ℓ_base + Σ_k w_k R_k(f)`` per row.
 
     Args:
@@ -320,7 +322,9 @@ class WithDesign(nn.Module):
 
     Example:
         >>> objective = WithDesign(FluxMatching(0.2236, dim=2), {"mixing": (0.01, FastMixing())})
-        >>> out = objective(field, x)   # out.loss (B,), out.terms["mixing"]
+        >>> out = objective(MLPField(2, (16,)), torch.randn(64, 2))
+        >>> out.loss.shape, "mixing" in out.terms
+        (torch.Size([64]), True)
     """
 
     def __init__(self, base, terms) -> None:
@@ -329,6 +333,8 @@ class WithDesign(nn.Module):
             from . import build_objective
 
             base = build_objective(base)
+        if not isinstance(base, Objective):
+            raise FluxMatchError(f"design terms are added to a fluxmatch objective, got {type(base).__name__}")
         self.base = base
         entries = []
         if isinstance(terms, dict):
@@ -359,12 +365,17 @@ class WithDesign(nn.Module):
 
     @property
     def _is_flow(self) -> bool:
-        return hasattr(self.base, "path") and not hasattr(self.base, "draw_sigma") and getattr(self.base, "sigma", None) is None
+        return self.base.noise is None  # flow matching: its own path, no noise level
 
     @property
     def sigma(self):
         """The base's fixed σ (None for noise-annealed and flow bases)."""
-        return getattr(self.base, "sigma", None)
+        return self.base.sigma
+
+    @property
+    def noise(self):
+        """The base's noise ("fixed", the annealed σ distribution's kind, or None)."""
+        return self.base.noise
 
     @property
     def config(self) -> dict:
@@ -373,11 +384,7 @@ class WithDesign(nn.Module):
 
     def draw_sigma(self, b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
         """(b,) noise levels of the base objective (its own draws, or its fixed σ)."""
-        if hasattr(self.base, "draw_sigma"):
-            return self.base.draw_sigma(b, generator, device)
-        if self.sigma is None:
-            raise FluxMatchError(f"the base objective {self.base.config.get('name')!r} has no noise level")
-        return torch.full((b,), float(self.sigma), device=device)
+        return self.base.draw_sigma(b, generator, device)
 
     def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
         """The base's parameter groups, plus any learnable parameters of the terms at ``lr``."""
@@ -395,7 +402,7 @@ class WithDesign(nn.Module):
             eps = getattr(self.base, "time_eps", 0.0)
             t = eps + (1 - eps) * torch.rand(b, device=x.device, dtype=x.dtype)
             return self.base.path.sample(torch.randn_like(data), data, t).xt, t
-        if reference is not None and not hasattr(self.base, "draw_sigma"):
+        if reference is not None and self.base.noise == "fixed":
             return reference.sample(b).to(x).reshape(x.shape), x.new_full((b,), float(self.sigma))
         sigma = self.draw_sigma(1 if shared else b, device=x.device).to(x.dtype).expand(b)
         return x + sigma.reshape(-1, *([1] * (x.ndim - 1))) * torch.randn_like(x), sigma

@@ -8,10 +8,10 @@ from torch import nn
 from ..errors import check_sigma
 from ..fields import call_field
 from ..reference import GaussianMixture
-from .base import ObjectiveOutput, check_batch
+from .base import Objective, ObjectiveOutput, check_batch
 
 
-class DenoisingScoreMatching(nn.Module):
+class DenoisingScoreMatching(Objective):
     """``ℓ(x, ε) = |f(x + σε) + ε/σ|²`` (Vincent 2011), minimised by the score of p_σ.
 
     With an analytic ``reference`` the target is known exactly and the loss becomes explicit
@@ -20,6 +20,8 @@ class DenoisingScoreMatching(nn.Module):
     Shapes: x (B, ...); the loss is (B,), summed over coordinates. The field is called as
     ``field(z, sigma)`` with a (B,) tensor of σ.
     """
+
+    noise = "fixed"
 
     def __init__(self, sigma: float = 0.2236) -> None:
         super().__init__()

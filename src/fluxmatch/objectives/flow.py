@@ -10,10 +10,10 @@ from ..errors import FluxMatchError
 from ..fields import call_field
 from ..paths import GaussianPath, make_path
 from ..reference import GaussianMixture
-from .base import ObjectiveOutput, check_batch
+from .base import Objective, ObjectiveOutput, check_batch
 
 
-class FlowMatching(nn.Module):
+class FlowMatching(Objective):
     """``ℓ = |v_θ(x_t, t) − (α'_t x1 + σ'_t x0)|²`` with t ~ U[time_eps, 1], x0 ~ N(0, I).
 
     ``x_t = α_t x1 + σ_t x0`` with (x0, x1) drawn from the chosen coupling of N(0, I) and the

@@ -1,11 +1,11 @@
-"""The Flux Matching objective at a fixed noise level σ (MATH.md §2–3).
+"""The Flux Matching objective at a fixed noise level σ (docs/MATH.md §2–3).
 
 Per start point x0 ~ p_σ and horizon t ~ q on [0, H], the surrogate
 
     ℓ(x0, t) = −(2 / q(t)) · f_θ(x0) · sg( E[(∂X_t/∂x0)ᵀ ∇r_θ(X_t) | x0] )
 
 has the gradient of the flux objective J(f) = ∫_0^H E_p[r P_t r] dt, whose minimisers are exactly
-the fields that leave p_σ stationary. MATH.md writes u_θ = f_θ − s in place of f_θ; the two
+the fields that leave p_σ stationary. docs/MATH.md writes u_θ = f_θ − s in place of f_θ; the two
 surrogates differ by 2 s(x0)·sg(…), which does not depend on θ, so their gradients are equal and
 the score at x0 is never computed.
 
@@ -26,14 +26,13 @@ from ..errors import FluxMatchError, check_sigma
 from ..fields import MLPPotential, call_field
 from ..reference import EmpiricalGaussian, GaussianMixture, grouped_denoising_target
 from ..stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
-from .base import ObjectiveOutput, check_batch
+from .base import Objective, ObjectiveOutput, check_batch
 from .horizon import make_horizon_sampler
-
 
 ESTIMATORS = ("potential", "product", "gradient")
 
 
-class FluxMatching(nn.Module):
+class FluxMatching(Objective):
     """Flux Matching loss at a fixed σ.
 
     Args:
@@ -58,7 +57,7 @@ class FluxMatching(nn.Module):
             B×B work, no horizon. Needs ``dim`` (or a ``potential`` module).
             "product": ``2 ∂_θr(x0) · r(X_t)/q(t)``, the exact gradient of ∫_0^H E[r K_t r] dt
             for the chosen kernel (self-adjointness of K_t; no Jacobian approximation).
-            "gradient": MATH.md eq. (4), ``−2 u(x0) · ∂X_t/∂x0ᵀ ∇r(X_t)/q(t)`` with ∂X_t/∂x0 ≈ ρ I.
+            "gradient": docs/MATH.md eq. (4), ``−2 u(x0) · ∂X_t/∂x0ᵀ ∇r(X_t)/q(t)`` with ∂X_t/∂x0 ≈ ρ I.
             The horizon, dynamics, divergence and Rao-Blackwell options apply to the last two.
         dim: number of coordinates of one data point (for the default potential network).
         potential: a module with ``gradient(x, c)`` (e.g. :class:`~fluxmatch.fields.MLPPotential`).
@@ -80,6 +79,8 @@ class FluxMatching(nn.Module):
         >>> out = objective(field, torch.randn(512, 2))
         >>> out.loss.mean().backward()
     """
+
+    noise = "fixed"
 
     def __init__(
         self,
@@ -197,7 +198,7 @@ class FluxMatching(nn.Module):
         target, one B×B pass) or the denoising target −ε/σ itself (x0 = x + σε); either changes
         that loss by a θ-independent amount in expectation. Given the potential, the field's
         surrogate ``−2 f(x0)·sg(∇g(x0))/σ²`` has gradient 2E[∂_θu·∇φ]/σ² = ∂_θJ: the H → ∞ limit
-        of MATH.md eq. (4) in the same σ² time unit.
+        of docs/MATH.md eq. (4) in the same σ² time unit.
         """
         if reference is None and self.rao_blackwell:
             x0, score_target = grouped_denoising_target(x, level, self.target_group)
@@ -217,7 +218,7 @@ class FluxMatching(nn.Module):
         return ObjectiveOutput(fit + surrogate, terms)
 
     def _gradient_form(self, field, ref, paths, q, sigma, shape):
-        """ℓ_i = −2 f(x0_i)·sg(Σ_j W_ij ρ_ij ∇r(X_j)/q_j): MATH.md eq. (4)."""
+        """ℓ_i = −2 f(x0_i)·sg(Σ_j W_ij ρ_ij ∇r(X_j)/q_j): docs/MATH.md eq. (4)."""
         residual = residual_and_gradient(field, ref, paths.end.reshape(shape), sigma, self.divergence, self.n_probes)
         signal = residual.gradient / q[:, None]
         pulled = transport_back(paths, signal, self.rao_blackwell)

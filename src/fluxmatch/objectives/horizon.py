@@ -1,4 +1,4 @@
-"""Horizon samplers q(t) on [0, H] for the Flux Matching estimator (MATH.md §3).
+"""Horizon samplers q(t) on [0, H] for the Flux Matching estimator (docs/MATH.md §3).
 
 The estimator integrates over the horizon t by importance sampling: a draw t ~ q enters the loss
 with weight 1/q(t), so any q with full support gives the same expectation and only the
@@ -44,7 +44,7 @@ class ExponentialHorizon(nn.Module):
     """Learned truncated exponential ``q(t) = λ e^{−λt} / (1 − e^{−λH})`` on [0, H].
 
     ``λ(σ) = λ_min + softplus(g(ln σ / 4))`` with a small MLP g, trained by REINFORCE to minimise
-    the second moment of the importance-weighted gradient signal (MATH.md §3): for a per-sample
+    the second moment of the importance-weighted gradient signal (docs/MATH.md §3): for a per-sample
     reward R = |weighted signal|², the surrogate ``−sg(R / mean R) · log q(t)`` has gradient
     ``−E[R ∇log q]`` (scaled), the gradient of E_q[R] with respect to q's parameters.
 

@@ -1,4 +1,4 @@
-"""Distributions of the noise level σ for noise-annealed training (MATH.md §4).
+"""Distributions of the noise level σ for noise-annealed training (docs/MATH.md §4).
 
 Each draws a (B,) tensor of σ in data units: one σ per training example. ``weight(σ)`` is the
 loss weighting that makes the per-σ denoising losses comparable before the learned normaliser

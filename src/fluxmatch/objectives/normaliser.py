@@ -1,4 +1,4 @@
-"""A learned loss normaliser n_η(σ) for training over a continuum of noise levels (MATH.md §4).
+"""A learned loss normaliser n_η(σ) for training over a continuum of noise levels (docs/MATH.md §4).
 
 The per-σ loss ℓ is replaced by ``ℓ / exp(n(σ)) + n(σ)``; for fixed ℓ-statistics this is
 minimised by n(σ) = ln E[ℓ | σ], so every noise level contributes on the same scale whatever

@@ -1,4 +1,4 @@
-"""Langevin sampling at a fixed σ with any field (MATH.md §4)."""
+"""Langevin sampling at a fixed σ with any field (docs/MATH.md §4)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from ..fields import call_field
 
 @dataclass
 class LangevinResult:
-    """Final samples (N, ...) and, if recorded, the trajectory (T, N, ...) with the step of each frame (T,)."""
+    """Final samples (N, ...), the field evaluations per sample (one per step) and, if recorded,
+    the trajectory (T, N, ...) with the step of each frame (T,)."""
 
     samples: torch.Tensor
     trajectory: torch.Tensor | None = None
     steps: torch.Tensor | None = None
+    nfe: int = 0
 
 
 @torch.no_grad()
@@ -67,5 +69,5 @@ def langevin(
             frames.append(x.clone())
             frame_steps.append(k + 1)
     if record_every:
-        return LangevinResult(x, torch.stack(frames), torch.tensor(frame_steps))
-    return LangevinResult(x)
+        return LangevinResult(x, torch.stack(frames), torch.tensor(frame_steps), nfe=n_steps)
+    return LangevinResult(x, nfe=n_steps)

@@ -19,17 +19,22 @@ METHODS = (*FIXED_STEP_METHODS, "dopri5")
 
 @dataclass
 class ODEResult:
-    """The state at t1 (B, ...), the number of velocity evaluations, and, if recorded, the trajectory.
+    """The state at t1, ``samples`` (B, ...), the number of velocity evaluations, and, if recorded, the trajectory.
 
     ``trajectory`` is (T, B, ...) with the time of each frame in ``times`` (T,): every step of a
     fixed-step method (T = steps + 1), or, for dopri5, the dense solution at steps + 1 evenly
     spaced times (the solver still picks its own steps in between).
     """
 
-    x: torch.Tensor
+    samples: torch.Tensor
     nfe: int
     trajectory: torch.Tensor | None = None
     times: torch.Tensor | None = None
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The state at t1 (the name the first releases used; the same tensor as ``samples``)."""
+        return self.samples
 
 
 def _check_finite(x: torch.Tensor, t: float) -> None:

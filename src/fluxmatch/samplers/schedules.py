@@ -1,4 +1,4 @@
-"""Noise-level schedules for sampling a σ-conditioned field from σ_max down to 0 (MATH.md §4).
+"""Noise-level schedules for sampling a σ-conditioned field from σ_max down to 0 (docs/MATH.md §4).
 
 A schedule is a (n + 1,) float64 tensor σ_0 > σ_1 > … > σ_{n−1} > σ_n = 0 in data units: n
 positive levels from σ_0 = σ_max to σ_{n−1} = σ_min, then the final 0 that the samplers reach by

@@ -1,6 +1,6 @@
 """Samplers of a σ-conditioned field down a noise schedule: reverse VE SDE, probability-flow ODE, predictor-corrector.
 
-Convention (variance exploding, MATH.md §4): p_σ = p_data ∗ N(0, σ²I), and the field
+Convention (variance exploding, docs/MATH.md §4): p_σ = p_data ∗ N(0, σ²I), and the field
 f(x, σ) ≈ ∇log p_σ(x) (a Flux Matching field also qualifies: its extra part u = f − ∇log p_σ has
 ∇·(p_σ u) = 0, so it moves no marginal). Start at σ_0 = σ_max from ``x ~ N(0, σ_max² I)``
 (:func:`prior_sample`; the data's own spread is negligible against σ_max) and step down a

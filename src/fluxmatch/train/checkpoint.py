@@ -262,8 +262,10 @@ class LoadedRun:
 
     @property
     def sigma(self) -> float | None:
-        """The objective's noise level σ (the conditioning the field was trained with)."""
-        return self.config["objective"].get("sigma")
+        """The objective's fixed noise level σ (None when noise-annealed or flow matching)."""
+        objective = self.config["objective"]
+        noise = objective.get("noise") or {}
+        return noise.get("sigma") if noise.get("kind") == "fixed" else objective.get("sigma")
 
     @property
     def event_shape(self) -> tuple[int, ...]:

@@ -22,8 +22,9 @@ class EMA:
     are copied as they are.
 
     Example:
+        >>> field, eval_field = MLPField(2, (8,)), MLPField(2, (8,))
         >>> ema = EMA(field, decay=0.999)
-        >>> ema.update(field, step)      # after each optimizer step
+        >>> ema.update(field, 0)         # after each optimizer step
         >>> ema.copy_to(eval_field)      # load the averaged weights
     """
 

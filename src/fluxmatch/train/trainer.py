@@ -13,13 +13,13 @@ import torch
 
 from ..errors import FluxMatchError
 from ..fields import call_field
+from ..objectives import Objective
 from .checkpoint import TRAINER_JSON, TRAINER_TENSORS, load_training_state, save_checkpoint
 from .ema import EMA
 
 LR_SCHEDULES = ("cosine", "constant")
 LOG_FILE = "log.csv"
 LOG_COLUMNS = ("step", "loss", "grad_norm", "lr", "step_ms")
-DEFAULT_SAMPLER = {"step_size": 0.005, "n_steps": 2000, "n": 2000}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -105,22 +105,23 @@ class Trainer:
         config: :class:`TrainConfig`.
         out_dir: run directory for checkpoints and ``log.csv`` (see
             :mod:`fluxmatch.train.checkpoint` for the layout).
-        sampler: Langevin settings stored in config.json for later sampling
-            (``{"step_size", "n_steps", "n"}``; defaults 0.005, 2000, 2000).
+        metadata: further top-level sections of config.json (the run pipeline stores the
+            resolved run spec there as ``"run"``).
 
     Example:
         >>> trainer = Trainer(MLPField(2), FluxMatching(0.2236, dim=2), DataSource.from_spec("ring", 0),
-        ...                   TrainConfig(steps=2000), "runs/demo")
-        >>> summary = trainer.fit()
+        ...                   TrainConfig(steps=20, progress=False), "runs/demo")
+        >>> trainer.fit()["steps"]
+        20
     """
 
-    def __init__(self, field, objective, data, config: TrainConfig, out_dir, sampler: dict | None = None) -> None:
+    def __init__(self, field, objective, data, config: TrainConfig, out_dir, metadata: dict | None = None) -> None:
         self.field = field
         self.objective = objective
         self.data = data
         self.config = config
         self.out_dir = Path(out_dir)
-        self.sampler = {**DEFAULT_SAMPLER, **(sampler or {})}
+        self.metadata = dict(metadata or {})
         self.param_groups = self._param_groups()
         self.parameters = [p for group in self.param_groups for p in group["params"]]
         if not self.parameters:
@@ -137,9 +138,8 @@ class Trainer:
         Each group gets ``lr_scale``, its learning rate relative to ``config.lr``, which the
         schedule multiplies."""
         lr = self.config.lr
-        make_groups = getattr(self.objective, "param_groups", None)
-        if callable(make_groups):
-            groups = [dict(group) for group in make_groups(self.field, lr)]
+        if isinstance(self.objective, Objective):
+            groups = [dict(group) for group in self.objective.param_groups(self.field, lr)]
         else:
             groups = [{"params": [*self.field.parameters(), *self.objective.parameters()], "lr": lr}]
         for group in groups:
@@ -150,13 +150,13 @@ class Trainer:
 
     def _conditioning(self, b: int):
         """What the field is called with in the up-front shape check: t = 1 for a time-conditioned
-        field (flow matching), the objective's σ otherwise."""
+        field (flow matching), the objective's fixed σ, or σ = 1 for a noise-annealed objective."""
         if getattr(self.field, "conditioning", None) == "time":
             return torch.ones(b)
         sigma = getattr(self.objective, "sigma", None)
-        if sigma is None and hasattr(self.objective, "draw_sigma"):
-            return torch.ones(b)  # a noise-annealed objective: any σ will do for the shape check
-        return None if sigma is None else torch.full((b,), float(sigma))
+        if sigma is not None:
+            return torch.full((b,), float(sigma))
+        return None if getattr(self.objective, "noise", None) is None else torch.ones(b)
 
     @property
     def uses_labels(self) -> bool:
@@ -195,7 +195,7 @@ class Trainer:
                 "units": getattr(self.data, "units", None),
                 "n_classes": int(getattr(self.data, "n_classes", 0) or 0),
             },
-            "sampler": dict(self.sampler),
+            **self.metadata,
         }
 
     def _open_log(self, start: int, columns: list[str]):
@@ -278,11 +278,11 @@ class Trainer:
                 lr = cfg.lr_at(k)
                 for group in optimizer.param_groups:
                     group["lr"] = lr * group["lr_scale"]
+                batch = self.data.sample_batch(cfg.batch_size, generator).to(device)
+                extras = dict(batch.extras)
                 if self.uses_labels:
-                    batch, labels = self.data.batch_with_labels(cfg.batch_size, generator)
-                    out = self.objective(self.field, batch.to(device), labels=labels.to(device))
-                else:
-                    out = self.objective(self.field, self.data.batch(cfg.batch_size, generator).to(device))
+                    extras["labels"] = batch.labels
+                out = self.objective(self.field, batch.x, **extras)
                 loss = out.loss.mean()
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):

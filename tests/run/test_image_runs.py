@@ -7,7 +7,7 @@ import pytest
 
 from fluxmatch.cli import main
 from fluxmatch.errors import FluxMatchError
-from fluxmatch.pipeline import sample_run
+from fluxmatch.run import sample_run
 
 TINY = ["--steps", "3", "--batch-size", "16", "--eval-samples", "40", "--sample-steps", "3", "--nll-samples", "4", "--no-progress"]
 
@@ -45,6 +45,7 @@ def test_train_writes_an_image_run(digits_run):
     assert metrics["sampler"]["method"] == "heun" and metrics["sampler"]["steps"] == 3 and metrics["sampler"]["nfe"] == 5
     config = json.loads((digits_run / "config.json").read_text())
     assert config["objective"]["name"] == "flux_annealed" and config["field"]["type"] == "edm"
+    assert config["run"]["objective"]["noise"] == "annealed" and config["run"]["data"]["kind"] == "images"
     samples = np.load(digits_run / "samples.npy")
     assert samples.shape == (40, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16
 
@@ -82,6 +83,24 @@ def test_image_options_are_checked(digits_run, tmp_path, capsys):
     assert "guidance" in capsys.readouterr().err
     assert run_cli(["train", "--data", "ring", "--class-conditional", "--out", str(tmp_path / "r"), "--steps", "2"]) == 2
     assert "image" in capsys.readouterr().err
+
+
+def test_gradient_estimator_with_langevin_dynamics_trains_on_images(tmp_path, cache):
+    out = tmp_path / "gradient"
+    argv = ["train", "--data", "digits", "--estimator", "gradient", "--dynamics", "langevin", "--out", str(out), *TINY]
+    assert run_cli(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["run"]["objective"]["estimator"] == "gradient" and config["run"]["objective"]["dynamics"] == "langevin"
+
+
+def test_fixed_sigma_images_sample_by_langevin(tmp_path, cache):
+    out = tmp_path / "fixed"
+    argv = ["train", "--data", "digits", "--noise", "fixed", "--sigma", "0.3", "--out", str(out), *TINY[:-5], "--sample-steps", "20", "--no-progress"]
+    assert run_cli(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["sampler"]["method"] == "langevin" and metrics["noise"] == "fixed" and "nll_bits_per_dim" not in metrics
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (40, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16
 
 
 def test_evaluate_prints_image_metrics(digits_run, capsys):

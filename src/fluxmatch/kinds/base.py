@@ -1,0 +1,151 @@
+"""What a kind of data brings to a run, and the registry of kinds.
+
+A :class:`DataKind` owns everything about runs that depends on what the data *is*: which specs
+it claims, how it loads them (with their held-out split), the defaults of a run on it (noise
+schedule, field family, steps, batch, evaluation size), the units its samples are reported in,
+its metric suite and its plots. The run pipeline (:mod:`fluxmatch.run`) only calls these
+methods, so a new kind of data (trajectories, cells) plugs in with :func:`register_kind`
+without touching the pipeline.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ..errors import FluxMatchError
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What a kind's metric suite and plots get.
+
+    Attributes:
+        run: the trained run (:class:`fluxmatch.run.Run`: spec, EMA field, directory).
+        samples: (n, *event_shape) float32 samples in model units.
+        seed: seeds any random choice of the metrics.
+        data: the data to compare with (a spec), or None for the run's own held-out data.
+        nfe: field evaluations per sample of the sampler that drew them.
+        source: the run's :class:`~fluxmatch.data.DataSource` when already loaded (else the
+            kind loads it again from the spec).
+    """
+
+    run: object
+    samples: np.ndarray
+    seed: int
+    data: str | None = None
+    nfe: int | None = None
+    source: object = None
+
+
+class DataKind(ABC):
+    """A kind of data (points, images, ...). Subclasses set the class attributes and implement
+    the abstract methods; instances are registered with :func:`register_kind`.
+
+    Attributes:
+        name: the kind's name in specs (``DataSpec.kind``).
+        default_noise: "fixed" or "annealed", the noise schedule of flux and dsm by default.
+        default_family: the field family by default ("mlp", "unet").
+        default_steps, default_batch, default_eval: training steps, batch size, evaluation samples.
+    """
+
+    name: str = ""
+    default_noise: str = "fixed"
+    default_family: str = "mlp"
+    default_steps: int = 2000
+    default_batch: int = 512
+    default_eval: int = 2000
+
+    @abstractmethod
+    def claims(self, spec: str) -> bool:
+        """Whether a data spec (a name or path) is of this kind when no kind is named."""
+
+    @abstractmethod
+    def load(self, data, seed: int):
+        """The :class:`~fluxmatch.data.DataSource` for a :class:`~fluxmatch.config.DataSpec`."""
+
+    def validate(self, spec) -> None:  # noqa: B027 - most kinds accept every setting
+        """Refuse settings of a (partly resolved) run spec that this kind cannot honour."""
+
+    def resolve(self, spec):
+        """Fill the kind's defaults into a run spec (field family and size, steps, batch, evaluation)."""
+        from ..config import conditioning_of
+
+        f, t, e = spec.field, spec.train, spec.evaluation
+        family = f.family or self.default_family
+        f = replace(f, family=family, hidden=f.hidden or ((128, 128) if family == "mlp" else None), preset=f.preset or ("digits" if family == "unet" else None))
+        t = replace(t, steps=t.steps or self.default_steps, batch_size=t.batch_size or self.default_batch)
+        e = replace(e, n=e.n or self.default_eval)
+        if conditioning_of(spec) == "sigma" and e.nll_n is None:
+            e = replace(e, nll_n=self.default_nll(spec))
+        return replace(spec, field=f, train=t, evaluation=e)
+
+    def default_nll(self, spec) -> int:
+        """Held-out points whose NLL a noise-annealed run measures by default (0: none)."""
+        return 0
+
+    def to_data_units(self, samples: np.ndarray, data_meta: dict) -> np.ndarray:
+        """Samples in model units mapped to the data's own units (identity by default)."""
+        return samples
+
+    @abstractmethod
+    def evaluation_rows(self, run, data, n: int, seed: int, source=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two disjoint samples of up to n rows the run never trained on, (held, reference):
+        what samples are compared with, and the second sample of the data-vs-data floor."""
+
+    @abstractmethod
+    def metrics(self, ev: Evaluation) -> dict:
+        """The kind's metric suite on samples of a run (a JSON-ready dict)."""
+
+    @abstractmethod
+    def plots(self, ev: Evaluation, out) -> list[str]:
+        """Draw the kind's figures into the directory ``out``; the file names written."""
+
+    def summary(self, metrics: dict) -> list[str]:
+        """Lines the CLI prints after training (the headline metrics)."""
+        return []
+
+
+KINDS: dict[str, DataKind] = {}
+
+
+def register_kind(kind: DataKind) -> DataKind:
+    """Add a kind to the registry (a later kind of the same name replaces the earlier)."""
+    if not isinstance(kind, DataKind) or not kind.name:
+        raise FluxMatchError("register_kind takes a DataKind instance with a name")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> DataKind:
+    """The registered kind called ``name``."""
+    if name not in KINDS:
+        raise FluxMatchError(f"unknown data kind {name!r}: expected one of {', '.join(KINDS)}")
+    return KINDS[name]
+
+
+def kind_for(data) -> DataKind:
+    """The kind of a :class:`~fluxmatch.config.DataSpec`: the named kind, else the first
+    registered kind that claims the spec (images claim their names, points toy sets and files)."""
+    if data.kind is not None:
+        return get_kind(data.kind)
+    for kind in reversed(list(KINDS.values())):
+        if kind.claims(str(data.spec)):
+            return kind
+    from ..data import unknown_data
+
+    raise unknown_data(data.spec)
+
+
+def finite_or_raise(samples: np.ndarray, where: str) -> None:
+    """Raise when some samples are NaN or inf (the sampler diverged)."""
+    bad = int((~np.isfinite(samples.reshape(samples.shape[0], -1)).all(1)).sum())
+    if bad:
+        raise FluxMatchError(f"{bad} of {samples.shape[0]} samples are NaN or inf: the sampler diverged ({where}); try a smaller step size or more steps")
+
+
+def as_tensor(samples) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(samples), dtype=torch.float32)

@@ -1,0 +1,93 @@
+"""From a resolved run spec to the modules that train: the field and the objective."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..config import RunSpec, conditioning_of
+from ..errors import FluxMatchError
+from ..fields import UNET_PRESETS, EDMPreconditioned, MLPField, UNet
+from ..objectives import AnnealedDSM, AnnealedFluxMatching, DenoisingScoreMatching, FlowMatching, FluxMatching, WithDesign, design_terms
+
+IMAGE_SIGMA_DATA = 0.5  # images in [−1, 1] (EDM's σ_data)
+
+
+def data_scale(points: torch.Tensor) -> float:
+    """σ_data of points for EDM's preconditioning: the root mean square of all coordinates."""
+    return float(points.double().square().mean().sqrt())
+
+
+def build_field(spec: RunSpec, source) -> torch.nn.Module:
+    """The field a resolved spec names, for data of ``source``'s shape.
+
+    MLP: plain (fixed σ), t-conditioned (flow) or EDM-preconditioned and σ-conditioned
+    (noise-annealed; σ_data the data's RMS). UNet: EDM-preconditioned (σ_data 0.5) at any noise,
+    class-conditional on request.
+    """
+    f = spec.field
+    conditioning = conditioning_of(spec)
+    n_classes = 0
+    if f.class_conditional:
+        n_classes = int(source.n_classes or 0)
+        if n_classes == 0:
+            raise FluxMatchError(f"--class-conditional needs labelled data; {spec.data.spec} has no labels")
+    if f.family == "mlp":
+        if n_classes:
+            raise FluxMatchError("--class-conditional applies to UNet fields (--data digits, cifar10:PATH); this run's field is an MLP")
+        d = math.prod(source.dim)
+        if conditioning == "fixed":
+            return MLPField(d, f.hidden)
+        if conditioning == "time":
+            return MLPField(d, f.hidden, conditioning="time")
+        return EDMPreconditioned(MLPField(d, f.hidden, conditioning="sigma"), sigma_data=data_scale(source.data))
+    if len(source.dim) != 3:
+        raise FluxMatchError(f"--unet applies to image data (N, C, H, W); {spec.data.spec} has points of shape {tuple(source.dim)}")
+    if f.preset not in UNET_PRESETS:
+        raise FluxMatchError(f"unknown UNet preset {f.preset!r}: expected one of {', '.join(UNET_PRESETS)}")
+    unet = UNet(in_channels=int(source.dim[0]), n_classes=n_classes, **UNET_PRESETS[f.preset])
+    return EDMPreconditioned(unet, sigma_data=IMAGE_SIGMA_DATA)
+
+
+HORIZON_OPTIONS = ("dynamics", "horizon_sampler", "divergence")
+
+
+def _objective(cls, where: str, **options):
+    try:
+        return cls(**options)
+    except TypeError as err:
+        raise FluxMatchError(f"bad option for the {where} objective (objective.options): {err}") from None
+
+
+def _noise_objective(spec: RunSpec, d: int, n_classes: int):
+    """Flux Matching or DSM at the spec's noise: a fixed σ, or a σ distribution (one σ per row;
+    the finite-horizon flux estimators draw one σ per batch)."""
+    o = spec.objective
+    options = dict(o.options)
+    horizon = {key: getattr(o, key) for key in HORIZON_OPTIONS if getattr(o, key) is not None}
+    if o.noise == "fixed" and o.name == "flux":
+        return _objective(FluxMatching, "flux", sigma=o.sigma, estimator=o.estimator, dim=d, **horizon, **options)
+    if o.noise == "fixed":
+        return _objective(DenoisingScoreMatching, "dsm", sigma=o.sigma, **options)
+    if o.name == "dsm":
+        return _objective(AnnealedDSM, "dsm", sigma_distribution=o.sigma_distribution, **options)
+    if horizon or o.estimator != "potential":
+        options["fixed_sigma_options"] = {**options.get("fixed_sigma_options", {}), **horizon}
+    return _objective(AnnealedFluxMatching, "flux", sigma_distribution=o.sigma_distribution, estimator=o.estimator, dim=d, n_classes=n_classes, **options)
+
+
+def build_objective(spec: RunSpec, field: torch.nn.Module, source):
+    """The objective a resolved spec names, for ``field`` on ``source`` (design terms added)."""
+    o = spec.objective
+    if o.name == "flow":
+        return _objective(FlowMatching, "flow", path=o.path, coupling=o.coupling, **o.options)
+    n_classes = int(source.n_classes or 0) if spec.field.class_conditional else 0
+    objective = _noise_objective(spec, math.prod(source.dim), n_classes)
+    if getattr(objective, "target", "batch") == "training_set":
+        objective.use_training_set(source.data, source.labels if n_classes else None)
+    design = {k: v for k, v in o.design.items() if v}
+    if design:
+        mixing_step = 10 * spec.sampler.step_size if spec.sampler.step_size else None
+        objective = WithDesign(objective, design_terms(design, mixing_step_size=mixing_step))
+    return objective

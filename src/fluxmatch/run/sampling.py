@@ -1,0 +1,111 @@
+"""Drawing samples from a trained run: the sampler follows from the field's conditioning.
+
+- fixed σ: Langevin dynamics ``x ← x + ε f(x) + sqrt(2ε) ξ`` from the training data's
+  per-coordinate mean ± std;
+- σ-conditioned (noise-annealed): from N(0, σ_max² I) down EDM's noise schedule by the
+  probability-flow ODE (Heun, Euler, dopri5), the reverse SDE or predictor-corrector; a
+  class-conditional field gets every class equally often (or one label) with classifier-free
+  guidance;
+- t-conditioned (flow matching): the flow's ODE from N(0, I) at t = 0 to t = 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..config import SamplerSpec, validate
+from ..errors import FluxMatchError
+from ..fields import ClassifierFreeGuidance
+from ..samplers import edm_sigmas, langevin, predictor_corrector, prior_sample, probability_flow, reverse_sde, solve_ode
+from .run import Run
+
+CHUNK = 1000  # samples per noise-annealed sampler call (bounds the memory of big fields)
+
+
+def sampler_for(run: Run, **overrides) -> SamplerSpec:
+    """The run's sampler with the non-None ``overrides`` (SamplerSpec fields), checked against the run."""
+    unknown = sorted(set(overrides) - set(SamplerSpec.__dataclass_fields__))
+    if unknown:
+        raise FluxMatchError(f"unknown sampler setting(s) {', '.join(unknown)}")
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    spec = replace(run.spec, sampler=replace(run.spec.sampler, **changes))
+    validate(spec, run.kind)
+    if spec.sampler.guidance is not None and not spec.field.class_conditional and "guidance" in changes:
+        raise FluxMatchError(f"--guidance applies to class-conditional runs; the run {run.run_dir} is not class-conditional")
+    return spec.sampler
+
+
+def _labels(run: Run, n: int, label) -> torch.Tensor | None:
+    n_classes = int(getattr(run.field, "n_classes", 0) or 0) if run.spec.field.class_conditional else 0
+    if n_classes == 0:
+        if label is not None:
+            raise FluxMatchError(f"the run {run.run_dir} is not class-conditional: it takes no label")
+        return None
+    if label is None:
+        return torch.arange(n) % n_classes  # every class equally often
+    if isinstance(label, bool) or not 0 <= int(label) < n_classes:
+        raise FluxMatchError(f"label must lie in 0..{n_classes - 1}, got {label}")
+    return torch.full((n,), int(label), dtype=torch.long)
+
+
+def _langevin(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[torch.Tensor, int]:
+    d = math.prod(run.event_shape)
+    mean = torch.as_tensor(run.data_meta.get("mean", [0.0] * d), dtype=torch.float32)
+    std = torch.as_tensor(run.data_meta.get("std", [1.0] * d), dtype=torch.float32)
+    if mean.numel() != d or std.numel() != d:
+        raise FluxMatchError(f"{run.run_dir / 'config.json'}: data mean/std have {mean.numel()}/{std.numel()} entries, expected {d}")
+    x0 = (mean + std * torch.randn((n, d), generator=generator)).reshape(n, *run.event_shape)
+    result = langevin(run.field, x0, s.step_size, s.steps, c=run.sigma, generator=generator, progress=progress)
+    return result.samples, result.nfe
+
+
+def _flow(run: Run, n: int, s: SamplerSpec, generator) -> tuple[torch.Tensor, int]:
+    x0 = torch.randn((n, *run.event_shape), generator=generator)
+    result = solve_ode(run.field, x0, 0.0, 1.0, s.method, s.steps)
+    return result.samples, result.nfe
+
+
+def _annealed(run: Run, n: int, s: SamplerSpec, generator, label, progress) -> tuple[torch.Tensor, int]:
+    sigmas = edm_sigmas(int(s.steps), s.sigma_min, s.sigma_max, s.rho)
+    labels = _labels(run, n, label)
+    parts, nfe = [], 0
+    for start in range(0, n, CHUNK):
+        rows = min(CHUNK, n - start)
+        field = run.field if labels is None else ClassifierFreeGuidance(run.field, labels[start : start + rows], float(s.guidance))
+        x = prior_sample((rows, *run.event_shape), s.sigma_max, generator)
+        if s.method == "sde":
+            result = reverse_sde(field, x, sigmas, generator=generator, progress=progress)
+        elif s.method == "pc":
+            result = predictor_corrector(field, x, sigmas, generator=generator, progress=progress)
+        else:
+            result = probability_flow(field, x, sigmas, method=s.method, progress=progress)
+        parts.append(result.samples.float())
+        nfe = result.nfe
+    return torch.cat(parts), nfe
+
+
+def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=None, progress: bool = False) -> tuple[np.ndarray, int]:
+    """(n, *event_shape) float32 samples of the run's EMA field in model units (rows may be
+    non-finite if the sampler diverged), and the field evaluations per sample.
+
+    ``sampler`` defaults to the run's own; ``label`` picks one class of a class-conditional run.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise FluxMatchError(f"the number of samples must be an integer ≥ 1, got {n!r}")
+    s = sampler or run.spec.sampler
+    generator = torch.Generator().manual_seed(int(seed))
+    if run.conditioning == "fixed":
+        if label is not None:
+            raise FluxMatchError(f"the run {run.run_dir} is not class-conditional: it takes no label")
+        x, nfe = _langevin(run, int(n), s, generator, progress)
+    elif run.conditioning == "time":
+        if label is not None:
+            raise FluxMatchError(f"the run {run.run_dir} is not class-conditional: it takes no label")
+        x, nfe = _flow(run, int(n), s, generator)
+    else:
+        x, nfe = _annealed(run, int(n), s, generator, label, progress)
+    return x.numpy(), int(nfe)
