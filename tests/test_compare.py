@@ -9,6 +9,8 @@ from fluxmatch.cli import main
 from fluxmatch.compare import CompareSettings, compare_objectives, format_table
 from fluxmatch.errors import FluxMatchError
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 TINY = dict(steps=25, batch_size=64, hidden=(16, 16), n_eval=120, sample_steps=40, step_size=0.01)
 PER_OBJECTIVE = {"w2", "sliced_w2", "mmd", "energy", "floor_w2", "floor_sliced_w2", "floor_mmd", "floor_energy", "train_wall_s", "sample_wall_s", "nfe", "sampler"}
 

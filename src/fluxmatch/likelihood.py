@@ -26,7 +26,7 @@ import torch
 
 from .divergence import exact_divergence, resolve_method
 from .errors import FluxMatchError, check_positive
-from .fields import call_field
+from .fields import ForwardModeField, call_field
 from .samplers.ode import METHODS, solve_ode
 
 
@@ -113,7 +113,7 @@ def velocity_and_divergence(velocity, z: torch.Tensor, t: torch.Tensor, method: 
         v shaped like z and (B,) divergence (the mean of εᵀ(∂v/∂z)ε over the k probes for Hutchinson).
     """
     b, d = z.shape[0], z[0].numel()
-    if hasattr(velocity, "forward_and_jvp"):
+    if isinstance(velocity, ForwardModeField):
         tangents = torch.eye(d, dtype=z.dtype, device=z.device).expand(b, d, d) if method == "exact" else probes
         with torch.no_grad():
             v, jt = velocity.forward_and_jvp(z.detach(), t, tangents)

@@ -14,7 +14,7 @@ import torch
 
 from .divergence import divergence, resolve_method
 from .errors import FluxMatchError
-from .fields import call_field
+from .fields import ForwardModeField, call_field
 from .reference import GaussianMixture
 
 
@@ -69,7 +69,7 @@ def field_and_divergence(field, z: torch.Tensor, c, method: str = "auto", n_prob
     get the divergence by forward-mode products with the basis (exact) or Rademacher probes
     (Hutchinson); any other field goes through reverse-mode autograd.
     """
-    if not hasattr(field, "forward_and_jvp"):
+    if not isinstance(field, ForwardModeField):
         f = call_field(field, z, c)
         return f, divergence(f, z, method, n_probes, create_graph=True)
     b, d = z.shape[0], z[0].numel()
@@ -90,7 +90,7 @@ def stationarity_residual(
 ) -> torch.Tensor:
     """(P,) r(z) = ∇·(f − s) + (f − s)·s, detached; zero p-a.e. exactly when p is stationary for f."""
     with torch.enable_grad():
-        z = z.detach().requires_grad_(not hasattr(field, "forward_and_jvp"))
+        z = z.detach().requires_grad_(not isinstance(field, ForwardModeField))
         f, div_f = field_and_divergence(field, z, c, method, n_probes)
     ref = reference.derivatives(z.detach())
     u = f.detach().reshape(f.shape[0], -1) - ref.score

@@ -8,6 +8,8 @@ from fluxmatch.cli import main
 from fluxmatch.experiments import run_controllable, run_mixing
 from fluxmatch.experiments.mixing import Chains
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 
 def test_mixing_study_writes_curves(tmp_path):
     report = run_mixing(out=tmp_path, steps=5, datasets=("8gaussians",), n=60, chains=Chains(checkpoints=(0, 5, 20)), progress=False)

@@ -216,6 +216,7 @@ def test_design_terms_from_weights_and_bad_configs():
         _ = WithDesign(DenoisingScoreMatching(), {"r": (1.0, Rotation(direction_field=lambda x: x))}).config
 
 
+@pytest.mark.slow
 def test_rotation_turns_the_learned_flux_field_without_moving_its_samples(tmp_path):
     """Flux Matching on the ring, with and without a rotation reward (weight 1, 1000 steps, ≈ 10 s).
 

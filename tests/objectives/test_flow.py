@@ -51,6 +51,7 @@ def test_expected_gradient_vanishes_at_the_marginal_velocity(source):
     assert torch.allclose(g.mean(0), torch.full((2,), 0.6), atol=0.05)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("coupling", ["independent", "ot"])
 def test_training_approaches_the_marginal_velocity(coupling):
     torch.manual_seed(1)

@@ -9,6 +9,8 @@ from fluxmatch.cli import main
 from fluxmatch.errors import FluxMatchError
 from fluxmatch.run import sample_run
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 TINY = ["--steps", "3", "--batch-size", "16", "--eval-samples", "40", "--sample-steps", "3", "--nll-samples", "4", "--no-progress"]
 
 

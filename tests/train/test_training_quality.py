@@ -10,6 +10,8 @@ from fluxmatch.objectives import DenoisingScoreMatching, FluxMatching
 from fluxmatch.samplers import langevin
 from fluxmatch.train import TrainConfig, Trainer
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 
 def sample_w2(field, data, n=600):
     gen = torch.Generator().manual_seed(11)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import FluxMatchError
+from .base import Field, ForwardModeField
 from .guidance import ClassifierFreeGuidance, drop_labels, guided
 from .mlp import MLPField, MLPPotential
 from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNetScalar
@@ -27,10 +28,12 @@ class Unconditional(nn.Module):
         return self.module(x)
 
 
-def call_field(field, x: torch.Tensor, c=None, labels=None) -> torch.Tensor:
-    """``field(x, c)`` (``field(x, c, labels)`` when labels are given), checking that the output
-    has the input's shape."""
-    out = field(x, c) if labels is None else field(x, c, labels)
+def call_field(field, x: torch.Tensor, c=None, labels=None, **extras) -> torch.Tensor:
+    """``field(x, c)`` (``field(x, c, labels)`` when labels are given; ``extras``, per-row tensors
+    such as masks or time indices, as keyword arguments), checking that the output has the
+    input's shape (see :class:`~fluxmatch.fields.base.Field`)."""
+    args = (x, c) if labels is None else (x, c, labels)
+    out = field(*args, **extras)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise FluxMatchError(f"the field returned shape {shape} for input of shape {tuple(x.shape)}: a field must map x to a tensor shaped like x")
@@ -61,6 +64,8 @@ def build_field(config: dict) -> nn.Module:
 
 
 __all__ = [
+    "Field",
+    "ForwardModeField",
     "MLPField",
     "MLPPotential",
     "UNet",

@@ -50,6 +50,8 @@ class Objective(nn.Module, ABC):
 
     sigma: float | None = None
     noise: str | None = None
+    #: whether ``forward`` passes a batch's ``extras`` (masks, time indices, ...) on to the field
+    takes_extras: bool = False
 
     @abstractmethod
     def forward(self, field, x: torch.Tensor, *args, **kwargs) -> ObjectiveOutput:

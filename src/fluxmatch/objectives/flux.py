@@ -23,7 +23,7 @@ from torch import nn
 
 from ..dynamics import DYNAMICS, component_ou, reference_langevin, transport_back
 from ..errors import FluxMatchError, check_sigma
-from ..fields import MLPPotential, call_field
+from ..fields import ForwardModeField, MLPPotential, call_field
 from ..reference import EmpiricalGaussian, GaussianMixture, grouped_denoising_target
 from ..stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
 from .base import Objective, ObjectiveOutput, check_batch
@@ -237,7 +237,7 @@ class FluxMatching(Objective):
         pulled = transport_back(paths, signal, self.rao_blackwell, transport=False)[:, 0]
         x0 = paths.start.reshape(shape)
         with torch.enable_grad():
-            z = x0.detach().requires_grad_(not hasattr(field, "forward_and_jvp"))
+            z = x0.detach().requires_grad_(not isinstance(field, ForwardModeField))
             f0, div0 = field_and_divergence(field, z, sigma, self.divergence, self.n_probes)
         s0 = ref.score(x0).reshape(shape[0], -1)
         r_theta = div0 + (f0.reshape(shape[0], -1) * s0).sum(1)

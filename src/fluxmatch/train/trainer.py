@@ -280,6 +280,8 @@ class Trainer:
                     group["lr"] = lr * group["lr_scale"]
                 batch = self.data.sample_batch(cfg.batch_size, generator).to(device)
                 extras = dict(batch.extras)
+                if extras and not getattr(self.objective, "takes_extras", False):
+                    raise FluxMatchError(f"the data's batches carry {', '.join(extras)}, which the {type(self.objective).__name__} objective does not pass to the field")
                 if self.uses_labels:
                     extras["labels"] = batch.labels
                 out = self.objective(self.field, batch.x, **extras)
