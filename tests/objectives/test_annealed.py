@@ -154,7 +154,7 @@ def test_objectives_train_a_sigma_conditioned_field_and_rebuild():
         assert out.loss.shape == (64,) and torch.isfinite(out.loss).all()
         out.loss.mean().backward()
         rebuilt = build_objective(objective.config)
-        assert type(rebuilt) is type(objective) and rebuilt.config == objective.config
+        assert isinstance(objective, type(rebuilt)) and rebuilt.config == objective.config
         groups = objective.param_groups(field, 1e-3)
         assert sum(len(g["params"]) for g in groups) == len(list(field.parameters())) + len(list(objective.parameters()))
 

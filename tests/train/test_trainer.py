@@ -102,7 +102,8 @@ def test_dsm_trains_through_the_same_loop(tmp_path):
     summary = make(tmp_path, objective=DenoisingScoreMatching(sigma=0.3), steps=10).fit()
     assert summary["steps"] == 10
     assert "dsm" in read_log(tmp_path / "log.csv")[0]
-    assert load_run(tmp_path).objective.config == {"name": "dsm", "sigma": 0.3}
+    config = load_run(tmp_path).objective.config
+    assert config["name"] == "dsm" and config["noise"] == {"kind": "fixed", "sigma": 0.3} and config["weighting"] == "none" and not config["normaliser"]
 
 
 def test_optimizer_covers_the_objective_parameters(tmp_path):

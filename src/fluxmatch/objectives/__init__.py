@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ..errors import FluxMatchError
-from .annealed import AnnealedDSM, AnnealedFluxMatching
+from .annealed import AnnealedFluxMatching
 from .base import Objective, ObjectiveOutput
 from .design import CurlTarget, FastMixing, JacobianSkew, JacobianSparsity, Rotation, WithDesign, design_terms, make_term
-from .dsm import DenoisingScoreMatching
+from .dsm import AnnealedDSM, DenoisingScoreMatching
 from .flow import FlowMatching
 from .flux import FluxMatching
 from .horizon import ExponentialHorizon, UniformHorizon
+from .noise_levels import FixedSigma, LogNormal, LogUniform, make_sigma_distribution
 
 OBJECTIVES = {
     "flux": FluxMatching,
@@ -47,6 +48,10 @@ __all__ = [
     "make_term",
     "design_terms",
     "UniformHorizon",
+    "FixedSigma",
+    "LogNormal",
+    "LogUniform",
+    "make_sigma_distribution",
     "ExponentialHorizon",
     "OBJECTIVES",
     "build_objective",

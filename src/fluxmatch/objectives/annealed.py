@@ -19,151 +19,14 @@ import torch
 from torch import nn
 
 from ..errors import FluxMatchError, check_positive
-from ..fields import call_field, drop_labels
-from ..reference import annealed_denoising_target, training_set_target
-from .base import Objective, ObjectiveOutput, check_batch
+from ..fields import call_field
+from .base import ObjectiveOutput, check_batch
 from .flux import FluxMatching
-from .noise_levels import WEIGHTINGS, loss_weight, make_sigma_distribution
-from .normaliser import LossNormaliser
-
-TARGETS = ("batch", "training_set")
+from .noise_levels import loss_weight
+from .noised import NoisedObjective, rowsum
 
 
-def _rowsum(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(t.shape[0], -1).sum(1)
-
-
-class _Annealed(Objective):
-    """What the noise-annealed objectives share: σ draws, weighting, normaliser, label dropout."""
-
-    name = ""
-
-    def __init__(
-        self,
-        sigma_distribution="edm",
-        weighting: str = "edm",
-        sigma_data: float = 0.5,
-        normaliser: bool = True,
-        label_dropout: float = 0.1,
-        rao_blackwell: bool = False,
-        target: str = "batch",
-    ) -> None:
-        super().__init__()
-        if target not in TARGETS:
-            raise FluxMatchError(f"unknown regression target {target!r}: expected one of {', '.join(TARGETS)}")
-        self.target = target
-        self.target_data = self.target_labels = None
-        self.sigmas = make_sigma_distribution(sigma_distribution)
-        if weighting not in WEIGHTINGS:
-            raise FluxMatchError(f"unknown loss weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")
-        self.weighting = weighting
-        self.sigma_data = check_positive(sigma_data, "sigma_data")
-        if not 0.0 <= float(label_dropout) < 1.0:
-            raise FluxMatchError(f"label_dropout must lie in [0, 1), got {label_dropout!r}")
-        self.label_dropout = float(label_dropout)
-        self.rao_blackwell = bool(rao_blackwell)
-        self.normaliser = LossNormaliser() if normaliser else None
-
-    sigma = None  # no fixed noise level: the field is conditioned on σ
-
-    @property
-    def noise(self) -> str:
-        """The kind of the σ distribution ("edm", "loguniform")."""
-        return self.sigmas.kind
-
-    @property
-    def config(self) -> dict:
-        return {
-            "name": self.name,
-            "sigma_distribution": self.sigmas.config,
-            "weighting": self.weighting,
-            "sigma_data": self.sigma_data,
-            "normaliser": self.normaliser is not None,
-            "label_dropout": self.label_dropout,
-            "rao_blackwell": self.rao_blackwell,
-            "target": self.target,
-        }
-
-    def draw_sigma(self, b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """(b,) noise levels, one per row."""
-        return self.sigmas.sample(b, generator, device)
-
-    def _labels(self, field, labels: torch.Tensor | None, b: int) -> tuple[torch.Tensor | None, int | None]:
-        """Labels after classifier-free-guidance dropout, and the null label (None: unconditional)."""
-        n_classes = int(getattr(field, "n_classes", 0) or 0)
-        if labels is None or n_classes == 0:
-            return None, None
-        labels = torch.as_tensor(labels, device=labels.device).long().reshape(-1)
-        if labels.shape[0] != b:
-            raise FluxMatchError(f"got {labels.shape[0]} labels for a batch of {b}")
-        if labels.min() < 0 or labels.max() >= n_classes:
-            raise FluxMatchError(f"labels must lie in 0..{n_classes - 1}, got range {int(labels.min())}..{int(labels.max())}")
-        if self.training and self.label_dropout > 0:
-            labels = drop_labels(labels, self.label_dropout, n_classes)
-        return labels, n_classes
-
-    def use_training_set(self, data: torch.Tensor, labels: torch.Tensor | None = None) -> None:
-        """Regress on the exact score of the whole training set smoothed at each row's σ
-        (:func:`~fluxmatch.reference.training_set_target`) instead of a batch estimate: the
-        same expected target with no variance, at O(B·N·d) per step. Not stored in checkpoints."""
-        self.target_data = data.detach()
-        self.target_labels = None if labels is None else torch.as_tensor(labels).long()
-
-    def _start_and_target(self, x: torch.Tensor, sigma: torch.Tensor, labels, null):
-        """Start points x + σε and the regression target (see ``rao_blackwell`` and :meth:`use_training_set`)."""
-        data = self.target_data
-        if self.target == "batch":
-            return annealed_denoising_target(x, sigma, labels, null, self.rao_blackwell)
-        if data is None:
-            raise FluxMatchError("target='training_set' needs the training data: call objective.use_training_set(data) before training")
-        x0 = x + sigma.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype) * torch.randn_like(x)
-        data_labels = self.target_labels
-        return x0, training_set_target(x0, sigma, data.to(x.device), labels, None if data_labels is None else data_labels.to(x.device), null)
-
-    def _normalise(self, loss: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        return loss if self.normaliser is None else self.normaliser.normalise(loss, sigma)
-
-    def _check_reference(self, reference) -> None:
-        if reference is not None:
-            raise FluxMatchError(f"the noise-annealed {self.name} objective trains on the data batch; an analytic reference is a fixed-σ feature")
-
-
-class AnnealedDSM(_Annealed):
-    """Denoising score matching over a continuum of σ: ``λ(σ)|f(x + σε, σ) + ε/σ|²``, normalised.
-
-    Args:
-        sigma_distribution: "edm" (ln σ ~ N(−1.2, 1.2²)), "loguniform" or a config dict.
-        weighting: λ(σ): "edm" (EDM's preconditioned-output loss), "sigma2" or "none".
-        sigma_data: σ_data of the data (model units), for the "edm" weighting.
-        normaliser: learn n(σ) and use ``ℓ/exp(n) + n``.
-        label_dropout: fraction of labels replaced by the null class (class-conditional fields).
-        rao_blackwell: regress on the batch posterior mean of the target (off: plain DSM).
-        target: "batch" (the denoising target, or its batch posterior mean) or "training_set"
-            (the exact score of the whole training set smoothed at σ: supply the data with
-            :meth:`use_training_set`).
-
-    Call: ``objective(field, x, labels=None)``, x (B, ...) in model units; the field is called
-    as ``field(z, σ)`` or ``field(z, σ, labels)`` with σ a (B,) tensor. Loss (B,).
-    """
-
-    name = "dsm_annealed"
-
-    def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
-        return [{"params": [*field.parameters(), *self.parameters()], "lr": lr}]
-
-    def forward(self, field, x: torch.Tensor, reference=None, labels: torch.Tensor | None = None) -> ObjectiveOutput:
-        self._check_reference(reference)
-        x = check_batch(x)
-        b = x.shape[0]
-        sigma = self.draw_sigma(b, device=x.device)
-        labels, null = self._labels(field, labels, b)
-        z, target = self._start_and_target(x, sigma, labels, null)
-        raw = _rowsum((call_field(field, z, sigma, labels) - target).square()) * loss_weight(sigma, self.weighting, self.sigma_data)
-        loss = self._normalise(raw, sigma)
-        return ObjectiveOutput(loss, {"dsm": float(raw.detach().mean())})
-
-
-class AnnealedFluxMatching(_Annealed):
+class AnnealedFluxMatching(NoisedObjective):
     """Flux Matching over a continuum of σ.
 
     Default ("potential" estimator): a scalar potential g(x, σ) learns ∇g ≈ −∇φ_σ, the gradient
@@ -274,8 +137,8 @@ class AnnealedFluxMatching(_Annealed):
         weight = loss_weight(sigma, self.weighting, self.sigma_data)
         f0 = call_field(field, x0, sigma, labels)
         v = self.potential.gradient(x0, sigma) if labels is None else self.potential.gradient(x0, sigma, labels)
-        fit = _rowsum((v + f0.detach() - target).square()) * weight
-        surrogate = -2.0 * _rowsum(f0 * v.detach()) * weight
+        fit = rowsum((v + f0.detach() - target).square()) * weight
+        surrogate = -2.0 * rowsum(f0 * v.detach()) * weight
         if self.normaliser is None:
             loss = fit + surrogate
         else:  # n(σ) learns from the fit alone; the field's surrogate takes the same 1/exp(n) as a constant
@@ -285,7 +148,7 @@ class AnnealedFluxMatching(_Annealed):
         terms = {
             "potential_fit": float(fit.detach().mean()),
             "surrogate": float(surrogate.detach().mean()),
-            "flux_estimate": float((_rowsum(v.detach().square()) * weight).mean()),
+            "flux_estimate": float((rowsum(v.detach().square()) * weight).mean()),
         }
         return ObjectiveOutput(loss, terms)
 

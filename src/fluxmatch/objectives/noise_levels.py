@@ -11,7 +11,24 @@ import math
 
 import torch
 
-from ..errors import FluxMatchError, check_positive
+from ..errors import FluxMatchError, check_positive, check_sigma
+
+
+class FixedSigma:
+    """A one-point σ distribution: every row gets the same σ (fixed-σ training is this case)."""
+
+    kind = "fixed"
+
+    def __init__(self, sigma: float = 0.2236) -> None:
+        self.sigma = check_sigma(sigma)
+
+    @property
+    def config(self) -> dict:
+        return {"kind": self.kind, "sigma": self.sigma}
+
+    def sample(self, b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+        """(b,) copies of σ (no random draws)."""
+        return torch.full((b,), self.sigma, device=device)
 
 
 class LogUniform:
@@ -53,13 +70,16 @@ class LogNormal:
         return torch.exp(self.p_mean + self.p_std * torch.randn(b, generator=generator, device=device))
 
 
-SIGMA_DISTRIBUTIONS = {"loguniform": LogUniform, "edm": LogNormal}
+SIGMA_DISTRIBUTIONS = {"fixed": FixedSigma, "loguniform": LogUniform, "edm": LogNormal}
 
 
-def make_sigma_distribution(spec) -> LogUniform | LogNormal:
-    """A σ distribution from its name ("edm", "loguniform") or config dict ``{"kind": ..., ...}``."""
-    if isinstance(spec, (LogUniform, LogNormal)):
+def make_sigma_distribution(spec) -> FixedSigma | LogUniform | LogNormal:
+    """A σ distribution from a number σ (a one-point distribution), a name ("edm", "loguniform")
+    or a config dict ``{"kind": "fixed" | "edm" | "loguniform", ...}``."""
+    if isinstance(spec, (FixedSigma, LogUniform, LogNormal)):
         return spec
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        return FixedSigma(spec)
     config = {"kind": spec} if isinstance(spec, str) else dict(spec or {})
     kind = config.pop("kind", None)
     if kind not in SIGMA_DISTRIBUTIONS:
