@@ -46,7 +46,7 @@ def test_train_writes_an_image_run(digits_run):
         assert np.isfinite(metrics[key]), key
     assert metrics["sampler"]["method"] == "heun" and metrics["sampler"]["steps"] == 3 and metrics["sampler"]["nfe"] == 5
     config = json.loads((digits_run / "config.json").read_text())
-    assert config["objective"]["name"] == "flux_annealed" and config["field"]["type"] == "edm"
+    assert config["objective"]["name"] == "flux" and config["objective"]["noise"]["kind"] == "edm" and config["field"]["type"] == "edm"
     assert config["run"]["objective"]["noise"] == "annealed" and config["run"]["data"]["kind"] == "images"
     samples = np.load(digits_run / "samples.npy")
     assert samples.shape == (40, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16

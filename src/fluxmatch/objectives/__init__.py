@@ -1,4 +1,8 @@
-"""Training objectives with one interface: ``objective(field, x, reference=None) -> ObjectiveOutput``."""
+"""Training objectives with one interface: ``objective(field, x, reference=None, labels=None) -> ObjectiveOutput``.
+
+Flux Matching and DSM each take their noise as an argument (a fixed σ, or a σ distribution);
+flow matching has its own probability path. Design terms add onto any of them.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ OBJECTIVES = {
     "flux": FluxMatching,
     "dsm": DenoisingScoreMatching,
     "flow": FlowMatching,
-    "flux_annealed": AnnealedFluxMatching,
+    "flux_annealed": AnnealedFluxMatching,  # run directories of fluxmatch 0.1
     "dsm_annealed": AnnealedDSM,
     "designed": WithDesign,
 }

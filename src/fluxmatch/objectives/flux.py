@@ -1,4 +1,4 @@
-"""The Flux Matching objective at a fixed noise level σ (docs/MATH.md §2–3).
+"""Flux Matching at a fixed σ or over a continuum of σ (docs/MATH.md §2–4).
 
 Per start point x0 ~ p_σ and horizon t ~ q on [0, H], the surrogate
 
@@ -8,6 +8,15 @@ has the gradient of the flux objective J(f) = ∫_0^H E_p[r P_t r] dt, whose min
 the fields that leave p_σ stationary. docs/MATH.md writes u_θ = f_θ − s in place of f_θ; the two
 surrogates differ by 2 s(x0)·sg(…), which does not depend on θ, so their gradients are equal and
 the score at x0 is never computed.
+
+The noise is the objective's σ distribution: a fixed σ (a one-point distribution, the default)
+or a continuum (EDM's log-normal, log-uniform) for one σ-conditioned field f(x, σ). With a
+fixed σ the whole batch shares the reference p_σ, and the potential estimator's target is the
+batch-smoothed score (one B×B pass); over a continuum each row has its own σ and the target is
+the score of the batch smoothed at σ_i (:func:`~fluxmatch.reference.annealed_denoising_target`),
+weighted by λ(σ) and balanced by the learned normaliser. The finite-horizon estimators
+("product", "gradient") simulate the batch reference's dynamics, so over a continuum they draw
+one σ per batch, with the σ-conditioned horizon sampler.
 
 The estimator is assembled from named parts:
 :mod:`~fluxmatch.reference` (p_σ and its closed-form derivatives),
@@ -22,21 +31,35 @@ import torch
 from torch import nn
 
 from ..dynamics import DYNAMICS, component_ou, reference_langevin, transport_back
-from ..errors import FluxMatchError, check_sigma
+from ..errors import FluxMatchError, check_positive, check_sigma
 from ..fields import ForwardModeField, MLPPotential, call_field
 from ..reference import EmpiricalGaussian, GaussianMixture, grouped_denoising_target
 from ..stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
-from .base import Objective, ObjectiveOutput, check_batch
+from .base import ObjectiveOutput, check_batch
 from .horizon import make_horizon_sampler
+from .noise_levels import loss_weight, make_sigma_distribution
+from .noised import NoisedObjective, rowsum
 
 ESTIMATORS = ("potential", "product", "gradient")
+DEFAULT_SIGMA = 0.2236
+#: estimator defaults by noise: potential widths, field and potential learning-rate scales
+DEFAULTS = {"fixed": ((128, 128), 0.25, 10.0), "continuum": ((256, 256), 0.5, 20.0)}
 
 
-class FluxMatching(Objective):
-    """Flux Matching loss at a fixed σ.
+class FluxMatching(NoisedObjective):
+    """Flux Matching, at a fixed σ (default 0.2236) or over a σ distribution (``noise=``).
 
     Args:
-        sigma: noise level σ > 0 of the reference p_σ (data units).
+        sigma: a fixed noise level σ > 0 of the reference p_σ (data units).
+        noise: instead of ``sigma``, a σ distribution: "edm", "loguniform", a config dict or a number.
+        estimator: how ∂J/∂θ is estimated.
+            "potential" (default): the dual form of J = E|∇φ|²/σ² (H → ∞). A scalar potential
+            network g learns ∇g ≈ −∇φ by a denoising regression and the field follows it; no
+            horizon. Its target needs one B×B pass (``rao_blackwell``). Needs ``dim`` (or a
+            ``potential`` module).
+            "product": ``2 ∂_θr(x0) · r(X_t)/q(t)``, the exact gradient of ∫_0^H E[r K_t r] dt
+            for the chosen kernel (self-adjointness of K_t; no Jacobian approximation).
+            "gradient": docs/MATH.md eq. (4), ``−2 u(x0) · ∂X_t/∂x0ᵀ ∇r(X_t)/q(t)`` with ∂X_t/∂x0 ≈ ρ I.
         horizon: H, the largest horizon, in relaxation times (reference: 4).
         dynamics: "component" (exact OU of each start point's mixture component; exactly
             p_σ-reversible, no time stepping) or "langevin" (the paper's K-substep simulation
@@ -51,27 +74,27 @@ class FluxMatching(Objective):
             estimator: regress on the batch reference's exact score instead of the denoising
             target −ε/σ (its posterior mean). Lower variance for one B×B pass either way.
         stratified: stratify the batch's horizons over [0, H].
-        estimator: how ∂J/∂θ is estimated.
-            "potential" (default): the dual form of J = E|∇φ|²/σ² (H → ∞). A scalar potential
-            network g learns ∇g ≈ −∇φ by a denoising regression and the field follows it; no
-            B×B work, no horizon. Needs ``dim`` (or a ``potential`` module).
-            "product": ``2 ∂_θr(x0) · r(X_t)/q(t)``, the exact gradient of ∫_0^H E[r K_t r] dt
-            for the chosen kernel (self-adjointness of K_t; no Jacobian approximation).
-            "gradient": docs/MATH.md eq. (4), ``−2 u(x0) · ∂X_t/∂x0ᵀ ∇r(X_t)/q(t)`` with ∂X_t/∂x0 ≈ ρ I.
-            The horizon, dynamics, divergence and Rao-Blackwell options apply to the last two.
         dim: number of coordinates of one data point (for the default potential network).
-        potential: a module with ``gradient(x, c)`` (e.g. :class:`~fluxmatch.fields.MLPPotential`).
-        potential_hidden: hidden widths of the default potential network.
+        potential: a module with ``gradient(x, c[, labels])`` (e.g. :class:`~fluxmatch.fields.MLPPotential`).
+        potential_hidden: hidden widths of the default potential network (fixed σ: 128-128, an
+            MLP potential; a continuum: 256-256, an EDM-preconditioned MLP potential).
         field_lr_scale, potential_lr_scale: learning-rate multipliers of the two players of the
-            potential estimator (see :meth:`param_groups`).
-        target_group: potential estimator with ``rao_blackwell``: size of the random batch groups
-            whose smoothed score is the regression target (None: the whole batch; see
-            :func:`~fluxmatch.reference.grouped_denoising_target`).
+            potential estimator (fixed σ 0.25 / 10, a continuum 0.5 / 20; see :meth:`param_groups`).
+        target_group: fixed σ, potential estimator with ``rao_blackwell``: size of the random
+            batch groups whose smoothed score is the regression target (None: the whole batch;
+            see :func:`~fluxmatch.reference.grouped_denoising_target`).
+        weighting, sigma_data, normaliser, label_dropout, target: over a continuum, as for
+            :class:`~fluxmatch.objectives.DenoisingScoreMatching` (defaults "edm", 0.5, on for
+            the potential estimator, 0.1, "batch").
+        n_classes: classes of a class-conditional default potential (a continuum; 0: unconditional).
+        potential_net, event_shape: the default potential's network over a continuum: "mlp", or
+            "unet" (:class:`~fluxmatch.fields.precond.UNetScalar`, 16 channels; needs the image shape).
 
-    Call: ``objective(field, x, reference=None)`` with x of shape (B, ...); the field is called
-    as ``field(z, sigma)`` with a (B,) tensor of σ. With ``reference`` (e.g. an analytic
-    :class:`~fluxmatch.reference.GaussianMixture`) the start points are drawn from it instead
-    of from the batch-smoothed p_σ; x then only sets B and the event shape.
+    Call: ``objective(field, x, reference=None, labels=None)`` with x of shape (B, ...); the
+    field is called as ``field(z, σ)`` (``field(z, σ, labels)`` when class-conditional) with a
+    (B,) tensor of σ. With ``reference`` (fixed σ only, e.g. an analytic
+    :class:`~fluxmatch.reference.GaussianMixture`) the start points are drawn from it instead of
+    from the batch-smoothed p_σ; x then only sets B and the event shape.
 
     Example:
         >>> field = MLPField(2)
@@ -80,11 +103,11 @@ class FluxMatching(Objective):
         >>> out.loss.mean().backward()
     """
 
-    noise = "fixed"
+    name = "flux"
 
     def __init__(
         self,
-        sigma: float = 0.2236,
+        sigma: float | None = None,
         horizon: float = 4.0,
         dynamics: str = "component",
         substeps: int = 4,
@@ -96,81 +119,148 @@ class FluxMatching(Objective):
         estimator: str = "potential",
         dim: int | None = None,
         potential: nn.Module | None = None,
-        potential_hidden: tuple[int, ...] = (128, 128),
-        field_lr_scale: float = 0.25,
-        potential_lr_scale: float = 10.0,
+        potential_hidden: tuple[int, ...] | None = None,
+        field_lr_scale: float | None = None,
+        potential_lr_scale: float | None = None,
         target_group: int | None = None,
+        *,
+        noise=None,
+        weighting: str | None = None,
+        sigma_data: float = 0.5,
+        normaliser: bool | None = None,
+        label_dropout: float = 0.1,
+        target: str = "batch",
+        n_classes: int = 0,
+        potential_net: str = "mlp",
+        event_shape: tuple[int, ...] | None = None,
     ) -> None:
-        super().__init__()
+        if sigma is not None and noise is not None:
+            raise FluxMatchError("give a fixed sigma or a noise distribution, not both")
+        distribution = make_sigma_distribution(DEFAULT_SIGMA if sigma is None and noise is None else (sigma if noise is None else noise))
+        fixed = distribution.kind == "fixed"
+        if estimator not in ESTIMATORS:
+            raise FluxMatchError(f"unknown flux estimator {estimator!r}: expected one of {ESTIMATORS}")
         if dynamics not in DYNAMICS:
             raise FluxMatchError(f"unknown reference dynamics {dynamics!r}: expected one of {DYNAMICS}")
-        self.sigma = check_sigma(sigma)
-        self.horizon_sampler = make_horizon_sampler(horizon_sampler, horizon, stratified)
+        with_normaliser = (not fixed and estimator == "potential") if normaliser is None else bool(normaliser) and not fixed and estimator == "potential"
+        super().__init__(distribution, ("none" if fixed else "edm") if weighting is None else weighting, sigma_data, with_normaliser, label_dropout, rao_blackwell, target)
+        hidden, field_scale, potential_scale = DEFAULTS["fixed" if fixed else "continuum"]
+        self.estimator = estimator
+        self.dim = dim
+        self.potential_hidden = tuple(int(h) for h in (potential_hidden or hidden))
+        self.field_lr_scale = check_positive(field_scale if field_lr_scale is None else field_lr_scale, "field_lr_scale")
+        self.potential_lr_scale = check_positive(potential_scale if potential_lr_scale is None else potential_lr_scale, "potential_lr_scale")
+        self.target_group = target_group
+        self.n_classes = int(n_classes)
+        self.potential_net = potential_net
+        self.event_shape = None if event_shape is None else [int(e) for e in event_shape]
+        # the modules are built in the same order as fluxmatch 0.1 built them (the RNG draws of
+        # their initialisation, and so every seeded run, are unchanged): the horizon sampler,
+        # whenever a fixed σ or a finite horizon is used, then the potential
+        self.horizon_sampler = None
+        if fixed or estimator != "potential":
+            self.horizon_sampler = make_horizon_sampler(horizon_sampler, horizon, stratified)
         self.horizon_kind = horizon_sampler if isinstance(horizon_sampler, str) else type(horizon_sampler).__name__
         self.stratified = bool(stratified)
-        self.horizon = self.horizon_sampler.horizon
+        self.horizon = float(horizon) if self.horizon_sampler is None else self.horizon_sampler.horizon
         self.dynamics = dynamics
         self.substeps = int(substeps)
         self.divergence = divergence
         self.n_probes = int(n_probes)
-        self.rao_blackwell = bool(rao_blackwell)
-        if estimator not in ESTIMATORS:
-            raise FluxMatchError(f"unknown flux estimator {estimator!r}: expected one of {ESTIMATORS}")
-        self.estimator = estimator
-        self.dim = dim
-        self.potential_hidden = tuple(potential_hidden)
-        self.field_lr_scale = float(field_lr_scale)
-        self.potential_lr_scale = float(potential_lr_scale)
-        self.target_group = target_group
         self.potential = None
         if estimator == "potential":
             if potential is None and dim is None:
                 raise FluxMatchError("the potential estimator needs the data dimension: FluxMatching(dim=d) or a potential module")
-            self.potential = potential if potential is not None else MLPPotential(dim, self.potential_hidden)
+            self.potential = potential if potential is not None else self._default_potential(fixed)
+
+    def _default_potential(self, fixed: bool) -> nn.Module:
+        if fixed:
+            return MLPPotential(self.dim, self.potential_hidden)
+        if self.potential_net not in ("mlp", "unet"):
+            raise FluxMatchError(f"unknown potential network {self.potential_net!r}: expected mlp or unet")
+        if self.potential_net == "unet" and (self.event_shape is None or len(self.event_shape) != 3):
+            raise FluxMatchError("a UNet potential needs the image shape: event_shape=(C, H, W)")
+        return default_potential(self.dim, self.potential_hidden, self.sigma_data, self.n_classes, self.potential_net, self.event_shape)
 
     @property
     def config(self) -> dict:
-        return {
-            "name": "flux",
-            "sigma": self.sigma,
-            "horizon": self.horizon,
-            "dynamics": self.dynamics,
-            "substeps": self.substeps,
-            "divergence": self.divergence,
-            "n_probes": self.n_probes,
-            "horizon_sampler": self.horizon_kind,
-            "rao_blackwell": self.rao_blackwell,
-            "stratified": self.stratified,
-            "estimator": self.estimator,
-            "dim": self.dim,
-            "potential_hidden": list(self.potential_hidden),
-            "field_lr_scale": self.field_lr_scale,
-            "potential_lr_scale": self.potential_lr_scale,
-            "target_group": self.target_group,
+        estimator = {
+            "estimator": self.estimator, "dim": self.dim, "potential_hidden": list(self.potential_hidden),
+            "field_lr_scale": self.field_lr_scale, "potential_lr_scale": self.potential_lr_scale,
         }
+        horizon = {
+            "horizon": self.horizon, "dynamics": self.dynamics, "substeps": self.substeps, "divergence": self.divergence,
+            "n_probes": self.n_probes, "horizon_sampler": self.horizon_kind, "stratified": self.stratified,
+        }
+        noised = super().config
+        noised["noise"] = noised.pop("sigma_distribution")
+        if self.sigma is not None:
+            return {**noised, **horizon, **estimator, "target_group": self.target_group}
+        return {**noised, **horizon, **estimator, "n_classes": self.n_classes, "potential_net": self.potential_net, "event_shape": self.event_shape}
 
     def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
         """Optimizer parameter groups: the field, and the objective's own learnable parts.
 
         The potential estimator is a two-timescale game: its potential must track the field,
-        so it learns ``potential_lr_scale / field_lr_scale`` times faster than the field.
+        so it learns ``potential_lr_scale / field_lr_scale`` times faster than the field (the
+        normaliser learns with the potential).
         """
         if self.potential is None:
             return [{"params": [*field.parameters(), *self.parameters()], "lr": lr}]
+        own = [p for name, p in self.named_parameters() if not name.startswith("potential.")]
         return [
             {"params": list(field.parameters()), "lr": lr * self.field_lr_scale},
-            {"params": list(self.potential.parameters()), "lr": lr * self.potential_lr_scale},
+            {"params": [*self.potential.parameters(), *own], "lr": lr * self.potential_lr_scale},
         ]
 
-    def forward(self, field, x: torch.Tensor, reference: GaussianMixture | None = None, sigma: float | None = None) -> ObjectiveOutput:
-        """Per-sample losses on the batch x (B, ...); ``sigma`` overrides the objective's σ for
-        this call (the noise-annealed objective draws one per batch for the horizon estimators)."""
+    def forward(self, field, x: torch.Tensor, reference: GaussianMixture | None = None, labels: torch.Tensor | None = None, sigma: float | None = None) -> ObjectiveOutput:
+        """Per-sample losses (B,) on the batch x (B, ...); ``sigma`` overrides a fixed σ for this call."""
+        self._check_reference(reference)
         x = check_batch(x)
+        if self.sigma is None:
+            return self._continuum(field, x, labels)
         b = x.shape[0]
         level = self.sigma if sigma is None else check_sigma(sigma)
         sigmas = x.new_full((b,), level)
         if self.estimator == "potential":
             return self._potential_form(field, x, reference, sigmas, level)
+        return self._horizon_form(field, x, reference, sigmas, level)
+
+    def _continuum(self, field, x: torch.Tensor, labels) -> ObjectiveOutput:
+        """A σ per row (potential estimator) or per batch (finite horizon), weighted by λ(σ)."""
+        b = x.shape[0]
+        if self.estimator != "potential":
+            if labels is not None and int(getattr(field, "n_classes", 0) or 0):
+                raise FluxMatchError("the finite-horizon flux estimators do not take class labels; use estimator='potential'")
+            sigma = self.draw_sigma(1, device=x.device)
+            level = float(sigma)
+            out = self._horizon_form(field, x, None, x.new_full((b,), level), level)
+            weight = float(loss_weight(sigma, self.weighting, self.sigma_data))
+            return ObjectiveOutput(out.loss * weight, {**out.terms, "sigma": level})
+        sigma = self.draw_sigma(b, device=x.device)
+        labels, null = self._labels(field, labels, b)
+        x0, target = self._start_and_target(x, sigma, labels, null)
+        weight = loss_weight(sigma, self.weighting, self.sigma_data)
+        f0 = call_field(field, x0, sigma, labels)
+        v = self.potential.gradient(x0, sigma) if labels is None else self.potential.gradient(x0, sigma, labels)
+        fit = rowsum((v + f0.detach() - target).square()) * weight
+        surrogate = -2.0 * rowsum(f0 * v.detach()) * weight
+        if self.normaliser is None:
+            loss = fit + surrogate
+        else:  # n(σ) learns from the fit alone; the field's surrogate takes the same 1/exp(n) as a constant
+            n = self.normaliser(sigma)
+            scale = torch.exp(-n)
+            loss = fit * scale + n + surrogate * scale.detach()
+        terms = {
+            "potential_fit": float(fit.detach().mean()),
+            "surrogate": float(surrogate.detach().mean()),
+            "flux_estimate": float((rowsum(v.detach().square()) * weight).mean()),
+        }
+        return ObjectiveOutput(loss, terms)
+
+    def _horizon_form(self, field, x: torch.Tensor, reference, sigmas: torch.Tensor, level: float) -> ObjectiveOutput:
+        """The finite-horizon estimators at one σ (``level``) shared by the batch."""
+        b = x.shape[0]
         ref = EmpiricalGaussian(x, level) if reference is None else reference
         t, q = self.horizon_sampler.sample(b, sigmas)
         draw = ref.sample_components(b)
@@ -242,3 +332,14 @@ class FluxMatching(Objective):
         s0 = ref.score(x0).reshape(shape[0], -1)
         r_theta = div0 + (f0.reshape(shape[0], -1) * s0).sum(1)
         return 2.0 * r_theta * pulled, signal[:, 0].square(), r_end
+
+
+def default_potential(dim: int, hidden: tuple[int, ...], sigma_data: float, n_classes: int, net: str = "mlp", event_shape=None) -> nn.Module:
+    """The default potential over a continuum: an EDM-preconditioned scalar network (an MLP on
+    the flattened point, or a small UNet quadratic form), class-conditional when n_classes > 0."""
+    from ..fields.precond import MLPScalar, PreconditionedPotential, UNetScalar
+
+    if net == "unet":
+        c, h, _ = event_shape
+        return PreconditionedPotential(UNetScalar(in_channels=c, channels=16, resolution=h, n_classes=n_classes), sigma_data=sigma_data)
+    return PreconditionedPotential(MLPScalar(int(dim), hidden, n_classes=n_classes), sigma_data=sigma_data)

@@ -9,7 +9,7 @@ import torch
 from ..config import RunSpec, conditioning_of
 from ..errors import FluxMatchError
 from ..fields import UNET_PRESETS, EDMPreconditioned, MLPField, UNet
-from ..objectives import AnnealedDSM, AnnealedFluxMatching, DenoisingScoreMatching, FlowMatching, FluxMatching, WithDesign, design_terms
+from ..objectives import DenoisingScoreMatching, FlowMatching, FluxMatching, WithDesign, design_terms
 
 IMAGE_SIGMA_DATA = 0.5  # images in [−1, 1] (EDM's σ_data)
 
@@ -61,20 +61,15 @@ def _objective(cls, where: str, **options):
 
 
 def _noise_objective(spec: RunSpec, d: int, n_classes: int):
-    """Flux Matching or DSM at the spec's noise: a fixed σ, or a σ distribution (one σ per row;
+    """Flux Matching or DSM with the spec's noise: a fixed σ or a σ distribution (one σ per row;
     the finite-horizon flux estimators draw one σ per batch)."""
     o = spec.objective
-    options = dict(o.options)
-    horizon = {key: getattr(o, key) for key in HORIZON_OPTIONS if getattr(o, key) is not None}
-    if o.noise == "fixed" and o.name == "flux":
-        return _objective(FluxMatching, "flux", sigma=o.sigma, estimator=o.estimator, dim=d, **horizon, **options)
-    if o.noise == "fixed":
-        return _objective(DenoisingScoreMatching, "dsm", sigma=o.sigma, **options)
+    noise = o.sigma if o.noise == "fixed" else o.sigma_distribution
     if o.name == "dsm":
-        return _objective(AnnealedDSM, "dsm", sigma_distribution=o.sigma_distribution, **options)
-    if horizon or o.estimator != "potential":
-        options["fixed_sigma_options"] = {**options.get("fixed_sigma_options", {}), **horizon}
-    return _objective(AnnealedFluxMatching, "flux", sigma_distribution=o.sigma_distribution, estimator=o.estimator, dim=d, n_classes=n_classes, **options)
+        return _objective(DenoisingScoreMatching, "dsm", noise=noise, **o.options)
+    horizon = {key: getattr(o, key) for key in HORIZON_OPTIONS if getattr(o, key) is not None}
+    classes = {} if o.noise == "fixed" else {"n_classes": n_classes}
+    return _objective(FluxMatching, "flux", noise=noise, estimator=o.estimator, dim=d, **classes, **horizon, **o.options)
 
 
 def build_objective(spec: RunSpec, field: torch.nn.Module, source):
