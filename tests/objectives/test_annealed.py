@@ -173,8 +173,8 @@ def test_bad_options_are_named():
         AnnealedDSM(weighting="bogus")
     with pytest.raises(FluxMatchError, match="label_dropout"):
         AnnealedDSM(label_dropout=1.0)
-    with pytest.raises(FluxMatchError, match="dimension"):
-        AnnealedFluxMatching()
+    with pytest.raises(FluxMatchError, match="potential network"):
+        AnnealedFluxMatching(dim=2, potential_net="cnn")
     with pytest.raises(FluxMatchError, match="estimator"):
         AnnealedFluxMatching(estimator="bogus", dim=2)
     with pytest.raises(FluxMatchError, match="reference"):

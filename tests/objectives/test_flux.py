@@ -114,8 +114,8 @@ def test_bad_inputs():
     for estimator in ("potential", "product"):
         with pytest.raises(FluxMatchError, match="shape"):
             FluxMatching(dim=2, estimator=estimator)(lambda z, c: z[:, :1], torch.randn(8, 2))
-    with pytest.raises(FluxMatchError, match="dimension"):
-        FluxMatching(estimator="potential")
+    with pytest.raises(FluxMatchError, match="no potential matches"):
+        FluxMatching(estimator="potential")(lambda z, c: -z, torch.randn(8, 2))  # a plain function has no matching potential
     with pytest.raises(FluxMatchError, match="estimator"):
         FluxMatching(estimator="nope")
     with pytest.raises(FluxMatchError, match="dynamics"):

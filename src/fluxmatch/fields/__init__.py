@@ -13,6 +13,7 @@ from ..errors import FluxMatchError
 from .base import Field, ForwardModeField
 from .guidance import ClassifierFreeGuidance, drop_labels, guided
 from .mlp import MLPField, MLPPotential
+from .potentials import potential_for, potential_for_points
 from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNetScalar
 from .unet import UNET_PRESETS, UNet
 
@@ -64,6 +65,8 @@ def build_field(config: dict) -> nn.Module:
 
 
 __all__ = [
+    "potential_for",
+    "potential_for_points",
     "Field",
     "ForwardModeField",
     "MLPField",

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..dynamics import DYNAMICS, component_ou, reference_langevin, transport_back
 from ..errors import FluxMatchError, check_positive, check_sigma
-from ..fields import ForwardModeField, MLPPotential, call_field
+from ..fields import ForwardModeField, build_field, call_field, potential_for, potential_for_points
 from ..reference import EmpiricalGaussian, GaussianMixture, grouped_denoising_target
 from ..stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
 from .base import ObjectiveOutput, check_batch
@@ -148,6 +148,7 @@ class FluxMatching(NoisedObjective):
         self.estimator = estimator
         self.dim = dim
         self.potential_hidden = tuple(int(h) for h in (potential_hidden or hidden))
+        self._hidden_given = None if potential_hidden is None else self.potential_hidden
         self.field_lr_scale = check_positive(field_scale if field_lr_scale is None else field_lr_scale, "field_lr_scale")
         self.potential_lr_scale = check_positive(potential_scale if potential_lr_scale is None else potential_lr_scale, "potential_lr_scale")
         self.target_group = target_group
@@ -169,24 +170,24 @@ class FluxMatching(NoisedObjective):
         self.n_probes = int(n_probes)
         self.potential = None
         if estimator == "potential":
-            if potential is None and dim is None:
-                raise FluxMatchError("the potential estimator needs the data dimension: FluxMatching(dim=d) or a potential module")
-            self.potential = potential if potential is not None else self._default_potential(fixed)
+            if isinstance(potential, dict):
+                potential = build_field(potential)
+            if potential is None and dim is not None:
+                potential = potential_for_points(dim, self.potential_hidden, not fixed, self.sigma_data, self.n_classes, self.potential_net, self.event_shape)
+            self.potential = potential  # None: chosen to match the field when the objective first sees it
 
-    def _default_potential(self, fixed: bool) -> nn.Module:
-        if fixed:
-            return MLPPotential(self.dim, self.potential_hidden)
-        if self.potential_net not in ("mlp", "unet"):
-            raise FluxMatchError(f"unknown potential network {self.potential_net!r}: expected mlp or unet")
-        if self.potential_net == "unet" and (self.event_shape is None or len(self.event_shape) != 3):
-            raise FluxMatchError("a UNet potential needs the image shape: event_shape=(C, H, W)")
-        return default_potential(self.dim, self.potential_hidden, self.sigma_data, self.n_classes, self.potential_net, self.event_shape)
+    def bind(self, field: nn.Module) -> None:
+        """Give the potential estimator the potential that matches ``field``
+        (:func:`~fluxmatch.fields.potential_for`), unless it has one."""
+        if self.estimator == "potential" and self.potential is None:
+            self.potential = potential_for(field, self._hidden_given, self.potential_net)
 
     @property
     def config(self) -> dict:
         estimator = {
             "estimator": self.estimator, "dim": self.dim, "potential_hidden": list(self.potential_hidden),
             "field_lr_scale": self.field_lr_scale, "potential_lr_scale": self.potential_lr_scale,
+            "potential": None if self.potential is None else self.potential.config,
         }
         horizon = {
             "horizon": self.horizon, "dynamics": self.dynamics, "substeps": self.substeps, "divergence": self.divergence,
@@ -205,6 +206,7 @@ class FluxMatching(NoisedObjective):
         so it learns ``potential_lr_scale / field_lr_scale`` times faster than the field (the
         normaliser learns with the potential).
         """
+        self.bind(field)
         if self.potential is None:
             return [{"params": [*field.parameters(), *self.parameters()], "lr": lr}]
         own = [p for name, p in self.named_parameters() if not name.startswith("potential.")]
@@ -217,6 +219,7 @@ class FluxMatching(NoisedObjective):
         """Per-sample losses (B,) on the batch x (B, ...); ``sigma`` overrides a fixed σ for this call."""
         self._check_reference(reference)
         x = check_batch(x)
+        self.bind(field)
         if self.sigma is None:
             return self._continuum(field, x, labels)
         b = x.shape[0]
@@ -332,14 +335,3 @@ class FluxMatching(NoisedObjective):
         s0 = ref.score(x0).reshape(shape[0], -1)
         r_theta = div0 + (f0.reshape(shape[0], -1) * s0).sum(1)
         return 2.0 * r_theta * pulled, signal[:, 0].square(), r_end
-
-
-def default_potential(dim: int, hidden: tuple[int, ...], sigma_data: float, n_classes: int, net: str = "mlp", event_shape=None) -> nn.Module:
-    """The default potential over a continuum: an EDM-preconditioned scalar network (an MLP on
-    the flattened point, or a small UNet quadratic form), class-conditional when n_classes > 0."""
-    from ..fields.precond import MLPScalar, PreconditionedPotential, UNetScalar
-
-    if net == "unet":
-        c, h, _ = event_shape
-        return PreconditionedPotential(UNetScalar(in_channels=c, channels=16, resolution=h, n_classes=n_classes), sigma_data=sigma_data)
-    return PreconditionedPotential(MLPScalar(int(dim), hidden, n_classes=n_classes), sigma_data=sigma_data)

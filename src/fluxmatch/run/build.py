@@ -60,7 +60,7 @@ def _objective(cls, where: str, **options):
         raise FluxMatchError(f"bad option for the {where} objective (objective.options): {err}") from None
 
 
-def _noise_objective(spec: RunSpec, d: int, n_classes: int):
+def _noise_objective(spec: RunSpec):
     """Flux Matching or DSM with the spec's noise: a fixed σ or a σ distribution (one σ per row;
     the finite-horizon flux estimators draw one σ per batch)."""
     o = spec.objective
@@ -68,8 +68,8 @@ def _noise_objective(spec: RunSpec, d: int, n_classes: int):
     if o.name == "dsm":
         return _objective(DenoisingScoreMatching, "dsm", noise=noise, **o.options)
     horizon = {key: getattr(o, key) for key in HORIZON_OPTIONS if getattr(o, key) is not None}
-    classes = {} if o.noise == "fixed" else {"n_classes": n_classes}
-    return _objective(FluxMatching, "flux", noise=noise, estimator=o.estimator, dim=d, **classes, **horizon, **o.options)
+    # no dim: the potential estimator takes the potential that matches the field (fields.potential_for)
+    return _objective(FluxMatching, "flux", noise=noise, estimator=o.estimator, **horizon, **o.options)
 
 
 def build_objective(spec: RunSpec, field: torch.nn.Module, source):
@@ -78,7 +78,7 @@ def build_objective(spec: RunSpec, field: torch.nn.Module, source):
     if o.name == "flow":
         return _objective(FlowMatching, "flow", path=o.path, coupling=o.coupling, **o.options)
     n_classes = int(source.n_classes or 0) if spec.field.class_conditional else 0
-    objective = _noise_objective(spec, math.prod(source.dim), n_classes)
+    objective = _noise_objective(spec)
     if getattr(objective, "target", "batch") == "training_set":
         objective.use_training_set(source.data, source.labels if n_classes else None)
     design = {k: v for k, v in o.design.items() if v}
