@@ -11,6 +11,7 @@ from .annealed import AnnealedFluxMatching
 from .base import Objective, ObjectiveOutput
 from .design import CurlTarget, FastMixing, JacobianSkew, JacobianSparsity, Rotation, WithDesign, design_terms, make_term
 from .dsm import AnnealedDSM, DenoisingScoreMatching
+from .estimators import HorizonEstimator, PotentialEstimator
 from .flow import FlowMatching
 from .flux import FluxMatching
 from .horizon import ExponentialHorizon, UniformHorizon
@@ -52,6 +53,8 @@ __all__ = [
     "make_term",
     "design_terms",
     "UniformHorizon",
+    "PotentialEstimator",
+    "HorizonEstimator",
     "FixedSigma",
     "LogNormal",
     "LogUniform",

@@ -36,6 +36,7 @@ from ..fields import ForwardModeField, build_field, call_field, potential_for, p
 from ..reference import EmpiricalGaussian, GaussianMixture, grouped_denoising_target
 from ..stationarity import field_and_divergence, residual_and_gradient, stationarity_residual
 from .base import ObjectiveOutput, check_batch
+from .estimators import HorizonEstimator, PotentialEstimator, estimator_part
 from .horizon import make_horizon_sampler
 from .noise_levels import loss_weight, make_sigma_distribution
 from .noised import NoisedObjective, rowsum
@@ -52,7 +53,9 @@ class FluxMatching(NoisedObjective):
     Args:
         sigma: a fixed noise level σ > 0 of the reference p_σ (data units).
         noise: instead of ``sigma``, a σ distribution: "edm", "loguniform", a config dict or a number.
-        estimator: how ∂J/∂θ is estimated.
+        estimator: how ∂J/∂θ is estimated: a name, or a named part with its options
+            (:class:`~fluxmatch.objectives.estimators.PotentialEstimator`,
+            :class:`~fluxmatch.objectives.estimators.HorizonEstimator`).
             "potential" (default): the dual form of J = E|∇φ|²/σ² (H → ∞). A scalar potential
             network g learns ∇g ≈ −∇φ by a denoising regression and the field follows it; no
             horizon. Its target needs one B×B pass (``rao_blackwell``). Needs ``dim`` (or a
@@ -134,6 +137,16 @@ class FluxMatching(NoisedObjective):
         potential_net: str = "mlp",
         event_shape: tuple[int, ...] | None = None,
     ) -> None:
+        if not isinstance(estimator, str):  # a named part: its options replace the keyword arguments
+            estimator, part = estimator_part(estimator)
+            arguments = {"horizon": horizon, "dynamics": dynamics, "substeps": substeps, "divergence": divergence, "n_probes": n_probes,
+                         "horizon_sampler": horizon_sampler, "stratified": stratified, "potential_hidden": potential_hidden,
+                         "field_lr_scale": field_lr_scale, "potential_lr_scale": potential_lr_scale, "target_group": target_group,
+                         "potential_net": potential_net, **part}
+            horizon, dynamics, substeps, divergence, n_probes = (arguments[k] for k in ("horizon", "dynamics", "substeps", "divergence", "n_probes"))
+            horizon_sampler, stratified, potential_hidden = arguments["horizon_sampler"], arguments["stratified"], arguments["potential_hidden"]
+            field_lr_scale, potential_lr_scale = arguments["field_lr_scale"], arguments["potential_lr_scale"]
+            target_group, potential_net = arguments["target_group"], arguments["potential_net"]
         if sigma is not None and noise is not None:
             raise FluxMatchError("give a fixed sigma or a noise distribution, not both")
         distribution = make_sigma_distribution(DEFAULT_SIGMA if sigma is None and noise is None else (sigma if noise is None else noise))
@@ -181,6 +194,13 @@ class FluxMatching(NoisedObjective):
         (:func:`~fluxmatch.fields.potential_for`), unless it has one."""
         if self.estimator == "potential" and self.potential is None:
             self.potential = potential_for(field, self._hidden_given, self.potential_net)
+
+    @property
+    def estimator_options(self) -> PotentialEstimator | HorizonEstimator:
+        """The estimator as a named part with its options."""
+        if self.estimator == "potential":
+            return PotentialEstimator(self._hidden_given, self.field_lr_scale, self.potential_lr_scale, self.target_group, self.potential_net)
+        return HorizonEstimator(self.estimator, self.horizon, self.dynamics, self.substeps, self.divergence, self.n_probes, self.horizon_kind, self.stratified)
 
     @property
     def config(self) -> dict:
