@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import fluxmatch
 
@@ -49,6 +48,7 @@ def test_no_import_cycles():
 
 
 def test_one_version():
+    tomllib = pytest.importorskip("tomllib")  # Python ≥ 3.11
     pyproject = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())
     assert "version" not in pyproject["project"] and pyproject["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "fluxmatch.__version__"}
     assert re.fullmatch(r"\d+\.\d+\.\d+", fluxmatch.__version__)
