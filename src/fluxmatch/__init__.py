@@ -38,6 +38,7 @@ from .fields import (
     UNet,
     build_field,
     call_field,
+    potential_for,
 )
 from .fields.analytic import AntisymmetricFlux, NonreversibleScore
 from .kinds import DataKind, get_kind, register_kind
@@ -70,17 +71,20 @@ from .objectives import (
     FixedSigma,
     FlowMatching,
     FluxMatching,
+    HorizonEstimator,
     JacobianSkew,
     JacobianSparsity,
     LogNormal,
     LogUniform,
     Objective,
     ObjectiveOutput,
+    PotentialEstimator,
     Rotation,
     UniformHorizon,
     WithDesign,
     build_objective,
     design_terms,
+    make_noise,
 )
 from .paths import OTPath, VEPath, VPPath, make_path
 from .reference import EmpiricalGaussian, GaussianMixture, ScoreDerivatives
@@ -136,6 +140,10 @@ __all__ = [
     "FixedSigma",
     "LogNormal",
     "LogUniform",
+    "make_noise",
+    "PotentialEstimator",
+    "HorizonEstimator",
+    "potential_for",
     "WithDesign",
     "Rotation",
     "CurlTarget",

@@ -1,38 +1,63 @@
-"""The potential factory matches the field: its kind, σ_data, classes and conditioning."""
+"""The potential factory: the potential of Flux Matching's potential estimator matches the field's family."""
 
 import pytest
 import torch
 
-import fluxmatch as fm
 from fluxmatch.errors import FluxMatchError
-from fluxmatch.fields import potential_for
+from fluxmatch.fields import EDMPreconditioned, MLPField, MLPPotential, PreconditionedPotential, UNet, potential_for
+from fluxmatch.fields.potentials import potential_for_dim
 
 
-def test_mlp_field_gets_an_mlp_potential():
-    potential = potential_for(fm.MLPField(3, (8,)))
-    assert potential.config == {"type": "mlp_potential", "dim": 3, "hidden": [128, 128], "conditioning": None}
-    assert potential.gradient(torch.randn(5, 3)).shape == (5, 3)
+def test_an_mlp_field_gets_an_mlp_potential_with_its_conditioning():
+    for conditioning in (None, "sigma", "time"):
+        potential = potential_for(MLPField(3, (8,), conditioning=conditioning))
+        assert isinstance(potential, MLPPotential) and potential.conditioning == conditioning
+        assert potential.config == {"type": "mlp_potential", "dim": 3, "hidden": [128, 128], "conditioning": conditioning}
+    assert potential_for(MLPField(3), hidden=(16,)).config["hidden"] == [16]
 
 
-def test_preconditioned_field_gets_a_preconditioned_potential_with_its_sigma_data_and_classes():
-    unet = fm.UNet(in_channels=1, n_classes=10, **fm.UNET_PRESETS["digits"])
-    potential = potential_for(fm.EDMPreconditioned(unet, sigma_data=0.5))
-    assert potential.config["type"] == "edm_potential" and potential.config["backbone"]["dim"] == 64 and potential.config["backbone"]["n_classes"] == 10
-    points = potential_for(fm.EDMPreconditioned(fm.MLPField(2, (8,), conditioning="sigma"), sigma_data=2.5), hidden=(16,))
-    assert points.sigma_data == 2.5 and points.config["backbone"]["hidden"] == [16]
-    assert potential_for(fm.EDMPreconditioned(unet), net="unet").config["backbone"]["type"] == "unet_scalar"
+def test_the_fixed_sigma_potential_is_the_one_of_fluxmatch_0_1():
+    """At a fixed σ the default potential is MLPPotential(dim, hidden), drawn from the same random numbers."""
+    torch.manual_seed(0)
+    old = MLPPotential(2, (32, 32))
+    torch.manual_seed(0)
+    new = potential_for_dim(2, (32, 32))
+    assert all(torch.equal(a, b) for a, b in zip(old.state_dict().values(), new.state_dict().values()))
 
 
-def test_the_objective_binds_the_matching_potential_when_it_first_sees_the_field():
-    field = fm.EDMPreconditioned(fm.MLPField(2, (8,), conditioning="sigma"), sigma_data=3.0)
-    objective = fm.FluxMatching(noise="edm")
-    assert objective.potential is None
-    groups = objective.param_groups(field, 1e-3)
-    assert objective.potential.sigma_data == 3.0 and len(groups) == 2
-    rebuilt = fm.objectives.build_objective(objective.config)
-    assert rebuilt.config == objective.config and set(rebuilt.state_dict()) == set(objective.state_dict())
+def test_a_preconditioned_field_gets_a_preconditioned_potential():
+    field = EDMPreconditioned(MLPField(4, (8,), conditioning="sigma"), sigma_data=0.8)
+    potential = potential_for(field)
+    assert isinstance(potential, PreconditionedPotential) and potential.sigma_data == 0.8
+    assert potential.backbone.config == {"type": "mlp_scalar", "dim": 4, "hidden": [256, 256], "n_classes": 0}
+    x, sigma = torch.randn(5, 4), torch.exp(torch.randn(5))
+    assert potential.gradient(x, sigma).shape == x.shape
 
 
-def test_fields_without_a_potential_are_named():
-    with pytest.raises(FluxMatchError, match="no potential matches"):
-        potential_for(torch.nn.Linear(2, 2))
+def test_an_image_field_gets_its_shape_from_its_unet_or_as_given_and_keeps_its_classes():
+    field = EDMPreconditioned(UNet(in_channels=1, channels=8, channel_mult=(1, 2), n_classes=3, resolution=8))
+    mlp = potential_for(field)  # the UNet states its images: in_channels × resolution²
+    assert mlp.backbone.dim == 64 and mlp.backbone.n_classes == 3
+    assert potential_for(field, event_shape=(1, 16, 16)).backbone.dim == 256
+    assert potential_for(field, n_classes=0).backbone.n_classes == 0
+    unet = potential_for(field, net="unet")
+    assert unet.backbone.config["type"] == "unet_scalar" and unet.backbone.n_classes == 3 and unet.backbone.unet.resolution == 8
+    x, sigma, labels = torch.randn(2, 1, 8, 8), torch.ones(2), torch.tensor([0, 2])
+    assert unet.gradient(x, sigma, labels).shape == x.shape
+    unstated = EDMPreconditioned(torch.nn.Identity())  # a backbone that states no size
+    with pytest.raises(FluxMatchError, match="data dimension"):
+        potential_for(unstated)
+    assert potential_for(unstated, dim=5).backbone.dim == 5
+    with pytest.raises(FluxMatchError, match="image shape"):
+        potential_for(unstated, net="unet", event_shape=(64,))  # not (C, H, W)
+
+
+def test_unknown_families_and_options_are_named():
+    with pytest.raises(FluxMatchError, match="no default potential matches a function field"):
+        potential_for(lambda x, c: x)
+    with pytest.raises(FluxMatchError, match="unknown potential network"):
+        potential_for(MLPField(2), net="transformer")
+    with pytest.raises(FluxMatchError, match="not class-conditional"):
+        potential_for(MLPField(2), n_classes=3)
+    with pytest.raises(FluxMatchError, match="data dimension"):
+        potential_for_dim(None)

@@ -164,3 +164,27 @@ def test_unet_potential_is_a_conservative_convolutional_potential():
     rebuilt = build_field(potential.config)
     rebuilt.load_state_dict(potential.state_dict())
     assert torch.allclose(rebuilt.double().gradient(x, sigma, create_graph=False), v)
+
+
+def test_a_sigma_conditioned_mlp_backbone_gets_sigma_and_its_feature_is_c_noise():
+    """EDMPreconditioned(MLPField(2, conditioning="sigma")) is finite for σ in [0.002, 80]: the MLP
+    is given σ (not c_noise, whose ln is NaN below σ = 1), and its own feature ln σ / 4 is c_noise."""
+    from fluxmatch.fields import MLPField
+
+    torch.manual_seed(6)
+    backbone = MLPField(2, (16,), conditioning="sigma")
+    field = EDMPreconditioned(backbone)
+    sigma = torch.logspace(torch.log10(torch.tensor(0.002)), torch.log10(torch.tensor(80.0)), 25)
+    x = torch.randn(25, 2)
+    assert torch.isfinite(field(x, sigma)).all() and torch.isfinite(field.denoise(x, sigma)).all()
+    seen = []
+    handle = backbone.net[0].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0][:, -1].clone()))
+    field(x, sigma)
+    handle.remove()
+    _, _, _, c_noise = edm_coefficients(sigma, 0.5)
+    assert torch.allclose(seen[0], c_noise, rtol=1e-6, atol=1e-7)
+    # the scalar backbones of the potential follow the same rule
+    from fluxmatch.fields import MLPPotential
+
+    potential = PreconditionedPotential(MLPPotential(2, (16,), conditioning="sigma"))
+    assert torch.isfinite(potential.gradient(x, sigma)).all()

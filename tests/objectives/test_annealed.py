@@ -1,4 +1,4 @@
-"""Noise-annealed objectives (MATH.md §4): targets, σ draws, normaliser, closed-form gradients."""
+"""Objectives over a continuum of σ (docs/MATH.md §4): targets, σ draws, normaliser, closed-form gradients."""
 
 import math
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fluxmatch.errors import FluxMatchError
-from fluxmatch.fields import MLPField, MLPPotential
+from fluxmatch.fields import EDMPreconditioned, MLPField, MLPPotential
 from fluxmatch.objectives import AnnealedDSM, AnnealedFluxMatching, build_objective
 from fluxmatch.objectives.noise_levels import LogNormal, LogUniform, loss_weight, make_sigma_distribution
 from fluxmatch.objectives.normaliser import LossNormaliser
@@ -173,6 +173,8 @@ def test_bad_options_are_named():
         AnnealedDSM(weighting="bogus")
     with pytest.raises(FluxMatchError, match="label_dropout"):
         AnnealedDSM(label_dropout=1.0)
+    with pytest.raises(FluxMatchError, match="data dimension"):  # the potential is matched to the field; this backbone states no size
+        AnnealedFluxMatching().param_groups(EDMPreconditioned(torch.nn.Identity()), 1e-3)
     with pytest.raises(FluxMatchError, match="potential network"):
         AnnealedFluxMatching(dim=2, potential_net="cnn")
     with pytest.raises(FluxMatchError, match="estimator"):

@@ -8,6 +8,7 @@ import torch
 from fluxmatch.errors import FluxMatchError
 from fluxmatch.fields import MLPField
 from fluxmatch.objectives import (
+    DESIGN_TERMS,
     AnnealedDSM,
     CurlTarget,
     DenoisingScoreMatching,
@@ -20,6 +21,7 @@ from fluxmatch.objectives import (
     WithDesign,
     build_objective,
     design_terms,
+    make_term,
 )
 from fluxmatch.objectives.design import sinkhorn_divergence
 from fluxmatch.reference import GaussianMixture
@@ -214,6 +216,33 @@ def test_design_terms_from_weights_and_bad_configs():
         WithDesign(DenoisingScoreMatching(), {"r": (float("nan"), Rotation())})
     with pytest.raises(FluxMatchError, match="direction field"):
         _ = WithDesign(DenoisingScoreMatching(), {"r": (1.0, Rotation(direction_field=lambda x: x))}).config
+
+
+def test_one_registry_gives_the_terms_their_command_line_meaning():
+    """"skew" rewards the antisymmetric Jacobian wherever it is named; a stored sign is kept."""
+    assert set(DESIGN_TERMS) == {"rotation", "curl", "skew", "sparsity", "mixing"}
+    assert DESIGN_TERMS["skew"]().sign == -1.0 and make_term({"kind": "skew"}).sign == -1.0
+    assert design_terms({"skew": 0.1})["skew"][1].sign == -1.0
+    assert make_term({"kind": "skew", "sign": 1.0, "exact_max_dim": 8, "n_probes": 1}).sign == 1.0
+    x = torch.randn(8, 2)
+    assert torch.allclose(make_term({"kind": "skew"})(linear(M), x, None), -JacobianSkew()(linear(M), x, None))
+    terms = design_terms({name: 1.0 for name in DESIGN_TERMS}, mixing_step_size=0.05)
+    for name, (_, term) in terms.items():
+        assert make_term(term.config).config == term.config, name
+    with pytest.raises(FluxMatchError, match="bad options for the curl"):
+        make_term({"kind": "curl", "bogus": 1})
+
+
+def test_with_design_on_the_merged_objectives():
+    """A fixed or a drawn σ from the base's noise; the base's noise and σ show through."""
+    fixed, annealed = WithDesign(FluxMatching(0.3, dim=2), {"r": (0.1, Rotation())}), WithDesign(FluxMatching(noise="edm", dim=2), {"r": (0.1, Rotation())})
+    assert (fixed.sigma, fixed.noise.kind) == (0.3, "fixed") and (annealed.sigma, annealed.noise.kind) == (None, "edm")
+    assert torch.equal(fixed.draw_sigma(4), torch.full((4,), 0.3)) and annealed.draw_sigma(64).unique().numel() == 64
+    out = annealed(MLPField(2, (8,), conditioning="sigma"), torch.randn(32, 2))
+    assert out.loss.shape == (32,) and {"r", "potential_fit"} <= set(out.terms)
+    assert build_objective(annealed.config).config == annealed.config
+    with pytest.raises(FluxMatchError, match="no noise distribution"):
+        WithDesign(FlowMatching(), {"c": (1.0, CurlTarget())}).draw_sigma(2)
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Flux Matching against the exact checks of MATH.md §2–3."""
+"""Flux Matching against the exact checks of docs/MATH.md §2–3, at a fixed σ and over a σ distribution."""
 
 import math
 
@@ -114,14 +114,55 @@ def test_bad_inputs():
     for estimator in ("potential", "product"):
         with pytest.raises(FluxMatchError, match="shape"):
             FluxMatching(dim=2, estimator=estimator)(lambda z, c: z[:, :1], torch.randn(8, 2))
-    with pytest.raises(FluxMatchError, match="no potential matches"):
-        FluxMatching(estimator="potential")(lambda z, c: -z, torch.randn(8, 2))  # a plain function has no matching potential
+    with pytest.raises(FluxMatchError, match="no default potential matches a function field"):
+        FluxMatching(estimator="potential")(lambda z, c: z, torch.randn(8, 2))  # no dim, no potential, a field of no known family
     with pytest.raises(FluxMatchError, match="estimator"):
         FluxMatching(estimator="nope")
-    with pytest.raises(FluxMatchError, match="dynamics"):
-        FluxMatching(dynamics="nope")
+    with pytest.raises(FluxMatchError, match="unknown reference dynamics"):
+        FluxMatching(estimator="product", dynamics="nope")
     with pytest.raises(FluxMatchError, match="horizon"):
-        FluxMatching(horizon=-1.0)
+        FluxMatching(estimator="product", horizon=-1.0)
+    with pytest.raises(FluxMatchError, match="^horizon applies to the product and gradient estimators, not potential$"):
+        FluxMatching(horizon=2.0)
+    with pytest.raises(FluxMatchError, match="^target_group applies to the potential estimator, not gradient$"):
+        FluxMatching(estimator="gradient", target_group=8)
+    with pytest.raises(FluxMatchError, match="not both"):
+        FluxMatching(sigma=0.3, noise="edm")
+    with pytest.raises(FluxMatchError, match="reference"):
+        FluxMatching(noise="edm", dim=2)(MLPField(2, (8,), conditioning="sigma"), torch.randn(8, 2), reference=GaussianMixture(MU, SIGMA**2))
+
+
+NARROW = {"kind": "loguniform", "sigma_min": 0.4, "sigma_max": 0.6}  # ln σ uniform on [ln 0.4, ln 0.6]
+
+
+def mean_inverse_square(low, high):
+    """E[1/σ²] for ln σ uniform on [ln low, ln high]."""
+    return (low**-2 - high**-2) / (2 * math.log(high / low))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_one_point_batch_gradient_is_closed_form_over_a_sigma_distribution(config):
+    """The same identity with σ drawn per batch: f = s_σ + a, weighting "relaxation" (a(σ) = 1),
+    so E[∂ℓ/∂a] = 2a(1 − e^{−H}) E[1/σ²]."""
+    torch.manual_seed(9)
+    a = torch.nn.Parameter(torch.tensor([0.3, -0.2]))
+    field = lambda z, c: (MU - z) / c[:, None] ** 2 + a  # noqa: E731 - the exact score of N(μ, σ²I) plus a
+    objective = FluxMatching(noise=NARROW, weighting="relaxation", **config)
+    mean, se = mean_gradient(objective, field, a, reps=40, batch=1024)
+    expected = 2 * a.detach() * (1 - math.exp(-objective.horizon)) * mean_inverse_square(0.4, 0.6)
+    # 5 standard errors of the Monte Carlo mean (σ varies between batches), plus float32 round-off
+    assert ((mean - expected).abs() <= 5 * se + 1e-4 * expected.abs()).all(), (mean, se, expected)
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_rotated_score_has_zero_gradient_at_every_sigma(config):
+    """f = (I + J)s_σ leaves every p_σ stationary: zero gradient whatever σ the batch draws."""
+    torch.manual_seed(10)
+    a = torch.nn.Parameter(torch.zeros(2))
+    score = lambda z, c: (MU - z) / c[:, None] ** 2  # noqa: E731
+    field = lambda z, c: score(z, c) + score(z, c) @ ROTATION.T + a  # noqa: E731
+    mean, _ = mean_gradient(FluxMatching(noise=NARROW, **config), field, a, reps=3)
+    assert mean.abs().max() < 1e-3
 
 
 def fitted_potential(field, reference, steps=300):

@@ -1,10 +1,14 @@
 """Vector fields: any ``torch.nn.Module`` called as ``field(x, c)`` returning a tensor shaped like x.
 
 ``c`` is the conditioning (σ for noise-conditioned fields, t for flow matching, None for a
-fixed-σ field). Wrap a module that takes only ``x`` with :class:`Unconditional`.
+fixed-σ field). Wrap a module that takes only ``x`` with :class:`Unconditional`. The scalar
+potential of Flux Matching's potential estimator is chosen to match a field by
+:func:`~fluxmatch.fields.potentials.potential_for`.
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 from torch import nn
@@ -13,7 +17,7 @@ from ..errors import FluxMatchError
 from .base import Field, ForwardModeField
 from .guidance import ClassifierFreeGuidance, drop_labels, guided
 from .mlp import MLPField, MLPPotential
-from .potentials import potential_for, potential_for_points
+from .potentials import potential_for
 from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNetScalar
 from .unet import UNET_PRESETS, UNet
 
@@ -29,10 +33,25 @@ class Unconditional(nn.Module):
         return self.module(x)
 
 
+def _check_takes_extras(field, names) -> None:
+    """Raise naming the extras a field's signature has no keyword for (before any work is lost)."""
+    try:
+        parameters = inspect.signature(field.forward if isinstance(field, nn.Module) else field).parameters.values()
+    except (TypeError, ValueError):  # no introspectable signature: let the call decide
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return
+    missing = sorted(set(names) - {p.name for p in parameters if p.kind is not inspect.Parameter.POSITIONAL_ONLY})
+    if missing:
+        raise FluxMatchError(f"the {type(field).__name__} field does not take the batch extras {', '.join(missing)}: give it keyword arguments of those names")
+
+
 def call_field(field, x: torch.Tensor, c=None, labels=None, **extras) -> torch.Tensor:
     """``field(x, c)`` (``field(x, c, labels)`` when labels are given; ``extras``, per-row tensors
-    such as masks or time indices, as keyword arguments), checking that the output has the
-    input's shape (see :class:`~fluxmatch.fields.base.Field`)."""
+    such as masks or time indices, as keyword arguments), checking that the field takes the
+    extras and that the output has the input's shape (see :class:`~fluxmatch.fields.base.Field`)."""
+    if extras:
+        _check_takes_extras(field, extras)
     args = (x, c) if labels is None else (x, c, labels)
     out = field(*args, **extras)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape:
@@ -65,8 +84,6 @@ def build_field(config: dict) -> nn.Module:
 
 
 __all__ = [
-    "potential_for",
-    "potential_for_points",
     "Field",
     "ForwardModeField",
     "MLPField",
@@ -77,6 +94,7 @@ __all__ = [
     "MLPScalar",
     "PreconditionedPotential",
     "UNetScalar",
+    "potential_for",
     "ClassifierFreeGuidance",
     "drop_labels",
     "guided",

@@ -102,6 +102,7 @@ class MLPPotential(nn.Module):
         dim, hidden, conditioning: as for :class:`MLPField`.
 
     Shapes: ``x`` (B, ...) with d entries per row → (B,) values; :meth:`gradient` → like ``x``.
+    It is not class-conditional: ``labels`` (the potential interface's argument) must be None.
     """
 
     def __init__(self, dim: int, hidden: tuple[int, ...] = (128, 128), conditioning: str | None = None) -> None:
@@ -111,15 +112,23 @@ class MLPPotential(nn.Module):
         self.body.net[-1] = nn.Linear(widths, 1)
 
     @property
+    def conditioning(self) -> str | None:
+        """What ``c`` carries: None, "sigma" or "time" (as for :class:`MLPField`)."""
+        return self.body.conditioning
+
+    @property
     def config(self) -> dict:
         return {**self.body.config, "type": "mlp_potential"}
 
-    def forward(self, x: torch.Tensor, c=None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c=None, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if labels is not None:
+            raise FluxMatchError("an MLPPotential is not class-conditional: it takes no labels (use a PreconditionedPotential with classes)")
         return self.body.net(self.body._inputs(x, c))[:, 0]
 
-    def gradient(self, x: torch.Tensor, c=None, create_graph: bool = True) -> torch.Tensor:
-        """∇_x g(x, c), shaped like x; differentiable in the parameters when ``create_graph``."""
+    def gradient(self, x: torch.Tensor, c=None, labels: torch.Tensor | None = None, create_graph: bool = True) -> torch.Tensor:
+        """∇_x g(x, c), shaped like x; differentiable in the parameters when ``create_graph``.
+        ``labels`` must be None (the potential is unconditional on classes)."""
         with torch.enable_grad():
             z = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(self(z, c).sum(), z, create_graph=create_graph)
+            (grad,) = torch.autograd.grad(self(z, c, labels).sum(), z, create_graph=create_graph)
         return grad

@@ -1,13 +1,21 @@
-"""Potential networks for Flux Matching's potential estimator, chosen to match the field.
+"""The potential network of Flux Matching's potential estimator, matched to the field's family.
 
-The potential estimator fits ∇g ≈ −∇φ, the gradient part of the field's error u = f − s
-(docs/MATH.md §3). Its scalar network g should see points the way the field does: a plain MLP
-potential for a plain MLP field, an EDM-preconditioned potential (the same σ_data, the same
-class conditioning) for an EDM-preconditioned field. :func:`potential_for` makes that choice, so
-objectives do not build networks themselves.
+The estimator fits a scalar potential g(x, σ) whose gradient ∇g ≈ −∇φ is the gradient part of
+u = f − s (docs/MATH.md §2). The potential should see the data the way the field does:
+
+- an :class:`~fluxmatch.fields.MLPField` gets an :class:`~fluxmatch.fields.MLPPotential` with
+  the same conditioning (hidden widths 128-128 by default);
+- an :class:`~fluxmatch.fields.EDMPreconditioned` field (any backbone) gets a
+  :class:`~fluxmatch.fields.PreconditionedPotential` with the field's σ_data and classes, around
+  an :class:`~fluxmatch.fields.MLPScalar` on the flattened point (256-256 by default) or, with
+  ``net="unet"``, a :class:`~fluxmatch.fields.UNetScalar` (16 channels). The size of a point
+  comes from the backbone (an MLPField's ``dim``, a UNet's ``in_channels`` × ``resolution``²)
+  unless ``event_shape`` or ``dim`` is given.
 """
 
 from __future__ import annotations
+
+import math
 
 from torch import nn
 
@@ -17,63 +25,95 @@ from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNet
 from .unet import UNet
 
 POTENTIAL_NETS = ("mlp", "unet")
+MLP_HIDDEN = (128, 128)
+PRECONDITIONED_HIDDEN = (256, 256)
+UNET_CHANNELS = 16
 
 
-def _points_dim(backbone: nn.Module) -> int:
-    if isinstance(backbone, MLPField):
-        return backbone.dim
-    if isinstance(backbone, UNet):
-        return backbone.in_channels * backbone.resolution**2
-    raise FluxMatchError(f"no potential matches a field around a {type(backbone).__name__}: pass potential=… to the objective")
+def potential_for_dim(
+    dim: int | None,
+    hidden: tuple[int, ...] | None = None,
+    *,
+    preconditioned: bool = False,
+    sigma_data: float = 0.5,
+    n_classes: int = 0,
+    net: str = "mlp",
+    event_shape: tuple[int, ...] | None = None,
+    conditioning: str | None = None,
+) -> nn.Module:
+    """A potential for points of ``dim`` entries, without a field to match.
 
+    Args:
+        dim: entries per data point (unused for ``net="unet"``).
+        hidden: hidden widths (default 128-128 for an MLP potential, 256-256 preconditioned).
+        preconditioned: an EDM-preconditioned potential (for σ-conditioned fields in score units,
+            ``sigma_data`` its σ_d, ``n_classes`` its classes) instead of an :class:`MLPPotential`
+            (``conditioning``: None, "sigma" or "time", as for :class:`MLPField`).
+        net: "mlp", or "unet" (preconditioned, on images of ``event_shape`` = (C, H, W)).
 
-def potential_for(field: nn.Module, hidden: tuple[int, ...] | None = None, net: str = "mlp") -> nn.Module:
-    """The potential network that matches ``field``'s structure.
+    Returns:
+        a module with ``gradient(x, c, labels=None, create_graph=True)``, shaped like x.
 
-    - :class:`~fluxmatch.fields.MLPField` → :class:`~fluxmatch.fields.MLPPotential` on the same
-      points with the same conditioning (hidden widths default 128-128);
-    - :class:`~fluxmatch.fields.EDMPreconditioned` → :class:`~fluxmatch.fields.PreconditionedPotential`
-      with the field's σ_data and classes, around an MLP on the flattened point (``net="mlp"``,
-      widths default 256-256) or a 16-channel UNet quadratic form (``net="unet"``, images).
-
-    Raises FluxMatchError for a field it has no potential for.
-
-        >>> potential_for(MLPField(2, (8,))).config["type"]
-        'mlp_potential'
+    Example:
+        >>> potential_for_dim(2).config
+        {'type': 'mlp_potential', 'dim': 2, 'hidden': [128, 128], 'conditioning': None}
     """
-    if net not in POTENTIAL_NETS:
-        raise FluxMatchError(f"unknown potential network {net!r}: expected one of {', '.join(POTENTIAL_NETS)}")
-    if isinstance(field, EDMPreconditioned):
-        n_classes = field.n_classes
-        if net == "unet":
-            unet = field.backbone
-            if not isinstance(unet, UNet):
-                raise FluxMatchError("a UNet potential matches a UNet field; this field's backbone is an MLP")
-            scalar = UNetScalar(in_channels=unet.in_channels, channels=16, resolution=unet.resolution, n_classes=n_classes)
-        else:
-            scalar = MLPScalar(_points_dim(field.backbone), hidden or (256, 256), n_classes=n_classes)
-        return PreconditionedPotential(scalar, sigma_data=field.sigma_data)
-    if isinstance(field, MLPField):
-        if net == "unet":
-            raise FluxMatchError("a UNet potential matches a UNet field; this field is an MLP")
-        return MLPPotential(field.dim, hidden or (128, 128), conditioning=field.conditioning)
-    raise FluxMatchError(f"no potential matches a field of type {type(field).__name__}: pass potential=… to the objective")
-
-
-def potential_for_points(dim: int, hidden: tuple[int, ...], continuum: bool, sigma_data: float = 0.5, n_classes: int = 0, net: str = "mlp", event_shape=None) -> nn.Module:
-    """The potential of :func:`potential_for` when only the points' size is known (``dim``
-    entries; images: ``event_shape`` (C, H, W) for ``net="unet"``): an :class:`MLPPotential` for a
-    fixed-σ field, an EDM-preconditioned one for a σ-conditioned field (``continuum``)."""
-    if not continuum:
-        return MLPPotential(dim, hidden)
     if net not in POTENTIAL_NETS:
         raise FluxMatchError(f"unknown potential network {net!r}: expected one of {', '.join(POTENTIAL_NETS)}")
     if net == "unet":
         if event_shape is None or len(event_shape) != 3:
-            raise FluxMatchError("a UNet potential needs the image shape: event_shape=(C, H, W)")
-        c, h, _ = event_shape
-        return PreconditionedPotential(UNetScalar(in_channels=c, channels=16, resolution=h, n_classes=n_classes), sigma_data=sigma_data)
-    return PreconditionedPotential(MLPScalar(int(dim), hidden, n_classes=n_classes), sigma_data=sigma_data)
+            raise FluxMatchError(f"a UNet potential needs the image shape: event_shape=(C, H, W), got {event_shape!r}")
+        c, h, _ = (int(e) for e in event_shape)
+        return PreconditionedPotential(UNetScalar(in_channels=c, channels=UNET_CHANNELS, resolution=h, n_classes=n_classes), sigma_data=sigma_data)
+    if dim is None:
+        raise FluxMatchError("the default potential needs the data dimension: give dim=d (entries per point) or event_shape")
+    if preconditioned:
+        return PreconditionedPotential(MLPScalar(int(dim), hidden or PRECONDITIONED_HIDDEN, n_classes=n_classes), sigma_data=sigma_data)
+    if n_classes:
+        raise FluxMatchError("an MLP potential is not class-conditional: a class-conditional potential is EDM-preconditioned (preconditioned=True)")
+    return MLPPotential(int(dim), hidden or MLP_HIDDEN, conditioning=conditioning)
 
 
-__all__ = ["potential_for", "potential_for_points", "POTENTIAL_NETS"]
+def _event_shape(field: EDMPreconditioned, event_shape, dim) -> tuple[tuple[int, ...] | None, int]:
+    """(event shape or None, entries per point) of an EDM-preconditioned field's points: the given
+    shape, else what the backbone states (an MLPField's ``dim``; a UNet's ``in_channels`` at its
+    ``resolution``), else ``dim``."""
+    backbone = field.backbone
+    if event_shape is None and isinstance(backbone, UNet):
+        event_shape = (backbone.in_channels, backbone.resolution, backbone.resolution)
+    if event_shape is not None:
+        return tuple(int(e) for e in event_shape), math.prod(int(e) for e in event_shape)
+    for entries in (getattr(backbone, "dim", None), dim):
+        if entries is not None:
+            return None, int(entries)
+    raise FluxMatchError(
+        f"cannot tell the data dimension of a field with a {type(backbone).__name__} backbone: "
+        "give the potential estimator event_shape (the shape of one point) or the objective dim=d"
+    )
+
+
+def potential_for(field, hidden=None, n_classes: int | None = None, net: str = "mlp", event_shape=None, dim: int | None = None) -> nn.Module:
+    """The potential that matches ``field``'s structure (see the module docstring).
+
+    Args:
+        field: an :class:`MLPField` or an :class:`EDMPreconditioned` field.
+        hidden: hidden widths of the potential (None: its family's default).
+        n_classes: classes of the potential (None: the field's).
+        net: "mlp" or "unet" (EDM-preconditioned fields; needs ``event_shape``).
+        event_shape, dim: the shape, or number of entries, of one data point (default: what the
+            backbone states: an MLPField's ``dim``, a UNet's ``in_channels`` × ``resolution``²).
+
+    Example:
+        >>> potential_for(EDMPreconditioned(MLPField(4, conditioning="sigma"))).config["backbone"]["dim"]
+        4
+    """
+    if isinstance(field, EDMPreconditioned):
+        classes = field.n_classes if n_classes is None else int(n_classes)
+        shape, d = _event_shape(field, event_shape, dim)
+        return potential_for_dim(d, hidden, preconditioned=True, sigma_data=field.sigma_data, n_classes=classes, net=net, event_shape=shape)
+    if isinstance(field, MLPField):
+        return potential_for_dim(field.dim, hidden, n_classes=n_classes or 0, net=net, event_shape=event_shape, conditioning=field.conditioning)
+    raise FluxMatchError(
+        f"no default potential matches a {type(field).__name__} field: give the objective a potential module "
+        "(potential=...) or the data dimension (dim=d)"
+    )

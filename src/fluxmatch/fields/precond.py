@@ -6,6 +6,10 @@ with c_skip = σ_d²/(σ² + σ_d²), c_out = σ σ_d/sqrt(σ² + σ_d²), c_in 
 c_noise = ln(σ)/4 (docs/MATH.md §4). D is a denoiser, f ≈ ∇log p_σ: with F = 0, f = −x/(σ² + σ_d²),
 the exact score of N(0, σ_d² I) smoothed by σ. The field is formed without the cancellation in
 (D − x): f = −x/(σ² + σ_d²) + (c_out/σ²) F.
+
+A backbone that declares ``conditioning == "sigma"`` (an :class:`~fluxmatch.fields.MLPField`,
+which feeds ln σ / 4 itself) is given σ instead of c_noise; its feature is then exactly c_noise
+(taking ln of c_noise, negative below σ = 1, would give NaN).
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ class _EDMWrapped(nn.Module):
         self.backbone = backbone
         self.sigma_data = check_positive(sigma_data, "sigma_data")
 
+    def _noise_input(self, s: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+        """The backbone's (B,) noise input: c_noise, or σ itself for a backbone that declares
+        σ-conditioning (an MLPField, whose own input feature ln σ / 4 is then exactly c_noise)."""
+        return s.reshape(-1) if getattr(self.backbone, "conditioning", None) == "sigma" else c_noise.reshape(-1)
+
 
 class EDMPreconditioned(_EDMWrapped):
     """A σ-conditioned field f(x, σ[, labels]) = (D(x, σ) − x)/σ² around a backbone F(y, c_noise[, labels]).
@@ -53,7 +62,7 @@ class EDMPreconditioned(_EDMWrapped):
     Args:
         backbone: module called as ``backbone(y, c_noise)`` or ``backbone(y, c_noise, labels)``,
             returning a tensor shaped like y (e.g. :class:`~fluxmatch.fields.unet.UNet`), or its
-            config dict.
+            config dict; σ in place of c_noise if it declares ``conditioning == "sigma"``.
         sigma_data: σ_d, the data's standard deviation in model units (EDM: 0.5).
 
     Shapes: x (B, ...) model units; σ a scalar or (B,) tensor > 0; labels (B,) or None. The
@@ -72,8 +81,7 @@ class EDMPreconditioned(_EDMWrapped):
 
     def _backbone(self, x: torch.Tensor, s: torch.Tensor, labels):
         c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
-        # a backbone that declares σ-conditioning (MLPField) computes c_noise = ln σ / 4 itself
-        cond = s.reshape(-1) if getattr(self.backbone, "conditioning", None) == "sigma" else c_noise.reshape(-1)
+        cond = self._noise_input(s, c_noise)
         args = (c_in * x, cond) if labels is None else (c_in * x, cond, labels)
         out = self.backbone(*args)
         if out.shape != x.shape:
@@ -139,7 +147,8 @@ class PreconditionedPotential(_EDMWrapped):
 
     Args:
         backbone: scalar network ``G(y, c_noise[, labels]) → (B,)`` (e.g. :class:`MLPScalar`)
-            or its config dict.
+            or its config dict; σ in place of c_noise if it declares ``conditioning == "sigma"``
+            (e.g. a σ-conditioned :class:`~fluxmatch.fields.MLPPotential`).
         sigma_data: σ_d as in :class:`EDMPreconditioned`.
     """
 
@@ -154,7 +163,8 @@ class PreconditionedPotential(_EDMWrapped):
         _, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
         with torch.enable_grad():
             y = (c_in * x).detach().requires_grad_(True)
-            args = (y, c_noise.reshape(-1)) if labels is None else (y, c_noise.reshape(-1), labels)
+            cond = self._noise_input(s, c_noise)
+            args = (y, cond) if labels is None else (y, cond, labels)
             (grad,) = torch.autograd.grad(self.backbone(*args).sum(), y, create_graph=create_graph)
         return (c_out / s.square()) * grad
 

@@ -1,14 +1,18 @@
-"""What every objective returns, and the checks every objective makes on its inputs."""
+"""What every objective is and returns, and the checks every objective makes on its inputs."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ..errors import FluxMatchError
+
+if TYPE_CHECKING:
+    from .noise_levels import NoiseDistribution
 
 
 @dataclass
@@ -37,19 +41,19 @@ def check_batch(x: torch.Tensor) -> torch.Tensor:
     return x.float() if x.dtype != torch.float32 else x
 
 
-
 class Objective(nn.Module, ABC):
     """What every training objective is: ``objective(field, x, **batch) -> ObjectiveOutput``.
 
     Subclasses implement :meth:`forward`, :attr:`config` (what
     :func:`~fluxmatch.objectives.build_objective` rebuilds them from) and :meth:`param_groups`.
-    An objective owns its noise: ``sigma`` is its fixed σ (None when it draws σ per row or has
-    none, as flow matching), ``noise`` names its σ distribution ("fixed", or the annealed
-    distribution's kind; None for flow matching), and :meth:`draw_sigma` draws σ for a batch.
+    An objective owns its noise: ``noise`` is its σ distribution
+    (a :class:`~fluxmatch.objectives.noise_levels.NoiseDistribution`; None for flow matching,
+    which has none), ``sigma`` its fixed σ (None unless the noise is a fixed σ), and
+    :meth:`draw_sigma` draws σ for a batch.
     """
 
     sigma: float | None = None
-    noise: str | None = None
+    noise: NoiseDistribution | None = None
     #: whether ``forward`` passes a batch's ``extras`` (masks, time indices, ...) on to the field
     takes_extras: bool = False
 
@@ -67,7 +71,7 @@ class Objective(nn.Module, ABC):
         """The optimizer's parameter groups over the field and the objective's own parameters."""
 
     def draw_sigma(self, b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """(b,) noise levels for a batch: the fixed σ repeated (noise-annealed objectives draw)."""
-        if self.sigma is None:
-            raise FluxMatchError(f"the {type(self).__name__} objective has no noise level to draw")
-        return torch.full((b,), float(self.sigma), device=device)
+        """(b,) noise levels for a batch, drawn from ``noise`` (data units)."""
+        if self.noise is None:
+            raise FluxMatchError(f"the {type(self).__name__} objective has no noise distribution to draw σ from")
+        return self.noise.sample(b, generator, device)

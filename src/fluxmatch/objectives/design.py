@@ -13,6 +13,7 @@ x0 ~ p_σ (data units; σ a (B,) tensor the field is called with, ``field(x0, si
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -265,17 +266,29 @@ class FastMixing(nn.Module):
         return value.expand(b)
 
 
-TERMS = {"rotation": Rotation, "curl": CurlTarget, "skew": JacobianSkew, "sparsity": JacobianSparsity, "mixing": FastMixing}
+DESIGN_TERMS = {
+    "rotation": Rotation,
+    "curl": CurlTarget,
+    "skew": functools.partial(JacobianSkew, sign=-1.0),
+    "sparsity": JacobianSparsity,
+    "mixing": FastMixing,
+}
+"""The design terms by the names the command line and configs use, each a factory of keyword
+options. "rotation": reward counter-clockwise flow about the origin; "curl": target curl 1;
+"skew": *reward* the antisymmetric Jacobian (:class:`JacobianSkew` with sign −1, unless a
+config gives its sign); "sparsity": penalise the off-diagonal Jacobian; "mixing": fast mixing
+(:class:`FastMixing`)."""
 
 
 def make_term(config: dict) -> nn.Module:
-    """A design term from its config ``{"kind": ..., **options}`` (kinds: the keys of ``TERMS``)."""
+    """A design term from its config ``{"kind": ..., **options}`` (kinds: the keys of
+    :data:`DESIGN_TERMS`; a stored term's options, such as the skewness ``sign``, are kept)."""
     config = dict(config)
     kind = config.pop("kind", None)
-    if kind not in TERMS:
-        raise FluxMatchError(f"unknown design term {kind!r}: expected one of {', '.join(TERMS)}")
+    if kind not in DESIGN_TERMS:
+        raise FluxMatchError(f"unknown design term {kind!r}: expected one of {', '.join(DESIGN_TERMS)}")
     try:
-        return TERMS[kind](**config)
+        return DESIGN_TERMS[kind](**config)
     except TypeError as err:
         raise FluxMatchError(f"bad options for the {kind} design term: {err}") from None
 
@@ -283,23 +296,16 @@ def make_term(config: dict) -> nn.Module:
 def design_terms(weights: dict, mixing_step_size: float | None = None) -> dict:
     """``{name: (weight, term)}`` for :class:`WithDesign` from ``{name: weight}`` (the command line's form).
 
-    Names: "rotation" (counter-clockwise about the origin), "curl" (target curl 1), "skew"
-    (rewards the antisymmetric Jacobian), "sparsity", "mixing" (:class:`FastMixing` with step
-    ``mixing_step_size``, or 0.2σ² when None). Zero or None weights are left out.
+    Names: those of :data:`DESIGN_TERMS`, each with its default options; "mixing" takes the
+    Langevin step ``mixing_step_size`` (None: 0.2σ² row by row). Zero or None weights are left out.
     """
-    makers = {
-        "rotation": Rotation,
-        "curl": CurlTarget,
-        "skew": lambda: JacobianSkew(sign=-1),
-        "sparsity": JacobianSparsity,
-        "mixing": lambda: FastMixing(step_size=mixing_step_size),
-    }
     out = {}
     for name, weight in weights.items():
-        if name not in makers:
-            raise FluxMatchError(f"unknown design term {name!r}: expected one of {', '.join(makers)}")
+        if name not in DESIGN_TERMS:
+            raise FluxMatchError(f"unknown design term {name!r}: expected one of {', '.join(DESIGN_TERMS)}")
         if weight:
-            out[name] = (float(weight), makers[name]())
+            options = {"step_size": mixing_step_size} if name == "mixing" else {}
+            out[name] = (float(weight), DESIGN_TERMS[name](**options))
     return out
 
 
@@ -311,8 +317,8 @@ class WithDesign(Objective):
         terms: ``{name: (weight, term)}``, or a list of ``{"name", "weight", "kind", **options}``
             dicts (the form stored in ``config``).
 
-    Start points: x0 = x + σε, σ (B,) from the base (``base.draw_sigma(B)`` when it has one, one
-    σ per row; else its fixed ``sigma``); with an analytic ``reference``, x0 ~ reference. Terms
+    Start points: x0 = x + σε, σ (B,) drawn from the base's noise (one σ per row; a fixed σ
+    repeated); with an analytic ``reference`` (fixed σ), x0 ~ reference. Terms
     marked ``stationary_only`` (:class:`FastMixing`) compare point clouds at one noise level and
     get one σ for the whole batch. A flow-matching base has no σ: its pointwise terms are taken
     at the path's points x_t with t ~ U[time_eps, 1] (the field called as ``field(x_t, t)``),
@@ -374,17 +380,13 @@ class WithDesign(Objective):
 
     @property
     def noise(self):
-        """The base's noise ("fixed", the annealed σ distribution's kind, or None)."""
+        """The base's σ distribution (None for a flow-matching base)."""
         return self.base.noise
 
     @property
     def config(self) -> dict:
         terms = [{"name": n, "weight": w, **t.config} for n, w, t in zip(self.names, self.weights, self.terms)]
         return {"name": "designed", "base": self.base.config, "terms": terms}
-
-    def draw_sigma(self, b: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        """(b,) noise levels of the base objective (its own draws, or its fixed σ)."""
-        return self.base.draw_sigma(b, generator, device)
 
     def param_groups(self, field: nn.Module, lr: float) -> list[dict]:
         """The base's parameter groups, plus any learnable parameters of the terms at ``lr``."""
@@ -402,7 +404,7 @@ class WithDesign(Objective):
             eps = getattr(self.base, "time_eps", 0.0)
             t = eps + (1 - eps) * torch.rand(b, device=x.device, dtype=x.dtype)
             return self.base.path.sample(torch.randn_like(data), data, t).xt, t
-        if reference is not None and self.base.noise == "fixed":
+        if reference is not None and self.noise.is_fixed:
             return reference.sample(b).to(x).reshape(x.shape), x.new_full((b,), float(self.sigma))
         sigma = self.draw_sigma(1 if shared else b, device=x.device).to(x.dtype).expand(b)
         return x + sigma.reshape(-1, *([1] * (x.ndim - 1))) * torch.randn_like(x), sigma
@@ -426,4 +428,4 @@ class WithDesign(Objective):
         return ObjectiveOutput(loss, logs)
 
 
-__all__ = ["Rotation", "CurlTarget", "JacobianSkew", "JacobianSparsity", "FastMixing", "WithDesign", "make_term", "design_terms", "sinkhorn_divergence", "TERMS"]
+__all__ = ["Rotation", "CurlTarget", "JacobianSkew", "JacobianSparsity", "FastMixing", "WithDesign", "make_term", "design_terms", "sinkhorn_divergence", "DESIGN_TERMS"]
