@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -188,7 +187,9 @@ def _default_out(data: str, objective: str) -> str:
 
 
 def _number(value) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+    from .kinds.base import format_number
+
+    return format_number(value)
 
 
 def train_spec(args: argparse.Namespace) -> cfg.RunSpec:

@@ -78,7 +78,7 @@ def spec_for(settings: CompareSettings, name: str) -> RunSpec:
     )
 
 
-def _sampler_label(run, nfe: int) -> str:
+def _sampler_label(run) -> str:
     s = run.spec.sampler
     if run.conditioning == "fixed":
         return f"Langevin, {s.steps} steps of ε = {s.step_size:g}"
@@ -107,7 +107,6 @@ def compare_objectives(settings: CompareSettings, out, progress: bool = True) ->
         raise FluxMatchError(f"sampler budgets must be positive integers, got {settings.nfe}")
     out = Path(out)
     report: dict = {**asdict(settings), "objectives": {}, "data": str(settings.data)}
-    report["hidden"], report["objectives_list"] = list(settings.hidden), names
     samples, runs = {}, {}
     for name in names:
         metrics = train_run(spec_for(settings, name), out / name, progress=progress)
@@ -122,7 +121,7 @@ def compare_objectives(settings: CompareSettings, out, progress: bool = True) ->
             "train_wall_s": metrics["train"]["wall_time_s"],
             "sample_wall_s": round(sample_wall, 3),
             "nfe": metrics["sampler"]["nfe"],
-            "sampler": _sampler_label(run, metrics["sampler"]["nfe"]),
+            "sampler": _sampler_label(run),
         }
     held, _ = evaluation_pair(runs[names[0]], settings.n_eval, settings.seed)
     if budgets:

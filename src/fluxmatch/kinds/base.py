@@ -10,6 +10,7 @@ without touching the pipeline.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 
@@ -147,5 +148,6 @@ def finite_or_raise(samples: np.ndarray, where: str) -> None:
         raise FluxMatchError(f"{bad} of {samples.shape[0]} samples are NaN or inf: the sampler diverged ({where}); try a smaller step size or more steps")
 
 
-def as_tensor(samples) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(samples), dtype=torch.float32)
+def format_number(value) -> str:
+    """A metric for a printed table: four significant digits, "n/a" when missing or not finite."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"

@@ -11,7 +11,6 @@ probability-flow ODE. Plots: a grid of samples and one of held-out images.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +19,12 @@ import torch
 from ..data import DataSource
 from ..data.images import parse_image_spec
 from ..errors import FluxMatchError
-from .base import DataKind, Evaluation, as_tensor
+from .base import DataKind, Evaluation, format_number
 
 IMAGE_NAMES = ("digits",)
 
 
-def _digits_metrics(samples: torch.Tensor, held: torch.Tensor, seed: int) -> dict:
+def _digits_metrics(samples: np.ndarray, held: torch.Tensor, seed: int) -> dict:
     from ..metrics.images import image_metrics
 
     return image_metrics(samples, held, seed=seed)
@@ -88,7 +87,7 @@ class Images(DataKind):
         result: dict = {}
         suite = FEATURE_METRICS.get(source.name)
         if suite is not None:
-            result.update(suite(as_tensor(ev.samples), held, ev.seed))
+            result.update(suite(ev.samples, held, ev.seed))
         nll_n = ev.run.spec.evaluation.nll_n or 0
         if nll_n > 0 and ev.run.conditioning == "sigma" and (ev.run.data_meta.get("units")):
             from ..run.likelihood import nll_bits_per_dim
@@ -113,11 +112,7 @@ class Images(DataKind):
 
     def summary(self, metrics: dict) -> list[str]:
         keys = ("fd_digits", "fd_digits_floor", "class_coverage", "nll_bits_per_dim")
-        return [f"{key:<18} {_fmt(metrics[key])}" for key in keys if key in metrics]
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
+        return [f"{key:<18} {format_number(metrics[key])}" for key in keys if key in metrics]
 
 
 __all__ = ["Images", "FEATURE_METRICS"]

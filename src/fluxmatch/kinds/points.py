@@ -18,7 +18,7 @@ import torch
 
 from ..data import TOY_DATASETS, DataSource, load_data
 from ..errors import FluxMatchError
-from .base import DataKind, Evaluation
+from .base import DataKind, Evaluation, format_number
 
 
 def data_path(spec) -> str:
@@ -103,14 +103,10 @@ class Points(DataKind):
     def summary(self, metrics: dict) -> list[str]:
         lines = [f"{'metric':<10} {'samples':>10} {'floor':>10}"]
         for key in ("w2", "sliced_w2", "mmd", "energy"):
-            lines.append(f"{key:<10} {_fmt(metrics.get(key)):>10} {_fmt(metrics.get('floor_' + key)):>10}")
+            lines.append(f"{key:<10} {format_number(metrics.get(key)):>10} {format_number(metrics.get('floor_' + key)):>10}")
         if metrics.get("mean_abs_curl") is not None:
-            lines.append(f"mean |curl| of the field on held-out data: {_fmt(metrics['mean_abs_curl'])}")
+            lines.append(f"mean |curl| of the field on held-out data: {format_number(metrics['mean_abs_curl'])}")
         return lines
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
 __all__ = ["Points", "data_path", "split_pair"]

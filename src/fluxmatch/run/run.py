@@ -7,7 +7,7 @@ sampled and evaluated.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -97,7 +97,7 @@ def legacy_spec(config: dict, where: str) -> RunSpec:
     conditional = bool(data.get("n_classes")) and bool(((config.get("field") or {}).get("backbone") or {}).get("n_classes"))
     if conditional:
         guidance = (stored.get("annealed") or {}).get("guidance")
-        s = SamplerSpec(**{**s.__dict__, "guidance": guidance})
+        s = replace(s, guidance=guidance)
     kind = "images" if len(data.get("dim") or ()) == 3 else "points"
     family = "unet" if kind == "images" else "mlp"
     return RunSpec(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import RunSpec, log_every, resolve, to_dict
-from ..errors import FluxMatchError
 from ..kinds import Evaluation, get_kind
+from ..kinds.base import finite_or_raise
 from ..train import TrainConfig, Trainer
 from .artifacts import CHECKPOINT_FILES, plot_loss, save_npy, write_metrics
 from .build import build_field, build_objective
@@ -59,9 +58,7 @@ def train_run(spec: RunSpec, out, resume: bool = False, progress: bool = True) -
     samples, nfe = draw(run, n, seed, progress=progress)
     save_npy(out / "samples.npy", run.kind.to_data_units(samples, run.data_meta))
     files = [*CHECKPOINT_FILES, "samples.npy"]
-    bad = int((~np.isfinite(samples.reshape(n, -1)).all(1)).sum())
-    if bad:
-        raise FluxMatchError(f"{bad} of {n} samples are NaN or inf: the sampler diverged; the model is saved in {out}; try a smaller step size or more steps")
+    finite_or_raise(samples, f"the model is saved in {out}")
     ev = Evaluation(run, samples, seed, nfe=nfe, source=trained["source"])
     files += run.kind.plots(ev, out)
     files.append(plot_loss(out))
