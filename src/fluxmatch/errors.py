@@ -26,3 +26,18 @@ def check_positive(value, name: str) -> float:
 def check_sigma(sigma) -> float:
     """Return σ as a float, or raise if it is not a positive finite number."""
     return check_positive(sigma, "σ")
+
+
+class TrainingInterrupted(FluxMatchError):
+    """Training stopped on a signal (SIGINT, SIGTERM) after writing a checkpoint at the current step.
+
+    Attributes:
+        step: the completed optimizer steps the checkpoint holds.
+        run_dir: the run directory holding that checkpoint.
+        signal_name: "SIGINT" or "SIGTERM".
+        exit_code: the conventional exit status for the signal (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, step: int, run_dir, signal_name: str, exit_code: int) -> None:
+        self.step, self.run_dir, self.signal_name, self.exit_code = int(step), str(run_dir), signal_name, int(exit_code)
+        super().__init__(f"{signal_name} received: training stopped at step {self.step} with a checkpoint in {self.run_dir}")
