@@ -4,22 +4,27 @@
 :class:`~fluxmatch.config.RunSpec` and calls :func:`fluxmatch.run.train_run`; ``sample`` and
 ``evaluate`` call :mod:`fluxmatch.run`; ``compare`` and ``experiment`` run the studies.
 
-Bad input (a :class:`~fluxmatch.errors.FluxMatchError`, a missing file, or a bad option) ends
-the program with one line ``fluxmatch: error: <message>`` on stderr and exit status 2.
+Bad input (a :class:`~fluxmatch.errors.FluxMatchError`, a missing or unwritable path, or a bad
+option) ends the program with one line ``fluxmatch: error: <message>`` on stderr and exit status
+2. SIGINT or SIGTERM during training writes a checkpoint and exits with 130 or 143, saying how to
+resume. Anything else is a bug: one line ``fluxmatch: internal error: ...`` and exit status 1
+(``FLUXMATCH_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import config as cfg
-from .errors import FluxMatchError
+from .errors import FluxMatchError, TrainingInterrupted
 
 PROG = "fluxmatch"
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
 DEFAULT_RUN = "runs/ring-flux"
 ALL_SAMPLERS = ("langevin", "heun", "euler", "midpoint", "dopri5", "sde", "pc")
 class _Parser(argparse.ArgumentParser):
@@ -100,7 +105,9 @@ def _train_parser(commands) -> argparse.ArgumentParser:
     add("--step-size", type=float, help="Langevin step size ε of fixed-σ runs (default: 0.005)")
     add("--sampler", choices=ALL_SAMPLERS, help="the run's sampler: langevin (fixed σ); heun, euler, dopri5, sde, pc (noise-annealed); heun, euler, midpoint, dopri5 (flow) (default: langevin / heun / heun)")
     add("--out", help="run directory (default: runs/<data>-<objective>)")
-    add("--resume", action="store_true", default=False, help="continue an interrupted run in --out up to --steps")
+    add("--resume", action="store_true", default=False, help="continue an interrupted run in --out up to --steps (its own settings; only --steps, --device and --checkpoint-every may change)")
+    add("--overwrite", action="store_true", default=False, help="replace the run in --out: the new run is trained beside it and swapped in only when complete")
+    add("--checkpoint-every", type=int, help="write a resumable checkpoint every N steps (default: 500; SIGINT/SIGTERM also write one)")
     add("--no-progress", action="store_true", default=False, help="hide progress bars")
     add("--preset", choices=tuple(cfg.PRESETS), help="start from a named spec: " + "; ".join(f"{k}: {v}" for k, v in cfg.PRESET_NOTES.items()))
     add("--config", help="start from a spec file (JSON or YAML), or a run's config.json to train the same run again; flags given on the command line win")
@@ -166,6 +173,7 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--sample-steps", type=int, default=2000, help="Langevin steps for fixed-noise flux and DSM (default: 2000)")
     compare.add_argument("--step-size", type=float, default=0.005, help="Langevin step size ε (default: 0.005)")
     compare.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    compare.add_argument("--overwrite", action="store_true", help="replace the results of an earlier comparison in --out")
     experiment = commands.add_parser(
         "experiment",
         help="run one of the paper's studies at CPU scale: controllable, mixing, spiral",
@@ -178,6 +186,7 @@ def _build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--n", type=int, default=None, help="samples / chains per measurement (default: the study's)")
     experiment.add_argument("--weight", type=float, default=None, help="mixing: weight of the fast-mixing term (default 0.01); spiral: weight of the rotation reward (default 0.5)")
     experiment.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    experiment.add_argument("--overwrite", action="store_true", help="replace the results of an earlier study in --out")
     return parser
 
 
@@ -202,6 +211,8 @@ def train_spec(args: argparse.Namespace) -> cfg.RunSpec:
         base = cfg.preset(given["preset"])
     if "config" in given:
         base, from_file = cfg.load_spec(given["config"])
+    elif given.get("resume") and "preset" not in given and given.get("out") and (Path(given["out"]) / "config.json").is_file():
+        base, _ = cfg.load_spec(given["out"])  # resuming: the run's own spec, which flags may only extend (--steps)
     flags = {k: v for k, v in given.items() if k in cfg.FLAT_OPTIONS or k in cfg.DESIGN_NAMES}
     if flags.get("class_conditional") is False:
         del flags["class_conditional"]
@@ -216,7 +227,7 @@ def _train(args) -> None:
         print(cfg.dumps(spec))
         return
     out = getattr(args, "out", None) or _default_out(spec.data.spec, spec.objective.name)
-    result = train_run(spec, out, resume=args.resume, progress=not args.no_progress)
+    result = train_run(spec, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     train = result["train"]
     print(f"trained {spec.objective.name} ({spec.objective.noise or 'flow'}) on {spec.data.spec} for {train['steps']} steps "
           f"in {train['wall_time_s']:.1f} s (median {_number(train['median_step_ms'])} ms/step)")
@@ -250,9 +261,11 @@ def _evaluate(args) -> None:
 
 def _compare(args) -> None:
     from .compare import CompareSettings, compare_objectives, format_table
+    from .run.directory import study_dir
 
     name = Path(args.data).stem if Path(args.data).suffix else args.data
     out = args.out or str(Path("runs") / f"compare-{name}")
+    study_dir(out, args.overwrite)
     settings = CompareSettings(
         data=args.data, objectives=args.objectives, noise=args.noise, steps=args.steps, seed=args.seed, nfe=args.nfe,
         batch_size=args.batch_size, sigma=args.sigma, hidden=args.hidden, n_eval=args.eval_samples,
@@ -266,8 +279,10 @@ def _compare(args) -> None:
 
 def _experiment(args) -> None:
     from .experiments import EXPERIMENTS
+    from .run.directory import study_dir
 
     out = args.out or str(Path("runs") / f"experiment-{args.name}")
+    study_dir(out, args.overwrite)
     options = {"out": out, "seed": args.seed, "progress": not args.no_progress}
     if args.steps is not None:
         options["steps"] = args.steps
@@ -309,16 +324,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         COMMANDS[args.command](args)
+    except TrainingInterrupted as err:
+        print(f"{PROG}: {err.signal_name} received: stopped at step {err.step}, checkpoint written; resume with: {PROG} train --out {err.run_dir} --resume", file=sys.stderr)
+        raise SystemExit(err.exit_code) from None
     except FluxMatchError as err:
         _fail(str(err))
-    except FileNotFoundError as err:
-        _fail(f"{err.strerror or 'file not found'}: {err.filename}" if err.filename else str(err))
     except BrokenPipeError:  # the reader went away (e.g. `| head`): stop quietly
         sys.stderr.close()
         raise SystemExit(0) from None
+    except OSError as err:  # a missing, unreadable or unwritable path, a full disk
+        _fail(f"{err.strerror or type(err).__name__}: {err.filename}" if err.filename else (str(err) or type(err).__name__))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except MemoryError:
+        _fail("out of memory: try fewer samples (--n), a smaller batch (--batch-size) or a smaller field")
+    except Exception as err:  # a bug: one line for the user, the traceback on request
+        if os.environ.get("FLUXMATCH_DEBUG"):
+            raise
+        text = " ".join(str(err).split())[:300]
+        print(f"{PROG}: internal error: {type(err).__name__}: {text} (this is a bug in fluxmatch; set FLUXMATCH_DEBUG=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(EXIT_INTERNAL) from None
     return 0
 
 

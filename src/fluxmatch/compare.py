@@ -23,6 +23,7 @@ import torch
 
 from .config import OBJECTIVES, DataSpec, EvalSpec, FieldSpec, ObjectiveSpec, RunSpec, SamplerSpec, TrainSpec
 from .errors import FluxMatchError
+from .kinds import kind_for
 from .metrics import wasserstein2
 from .run import evaluation_pair, open_run, sample_run, train_run
 from .train.checkpoint import atomic_write_json
@@ -102,6 +103,12 @@ def compare_objectives(settings: CompareSettings, out, progress: bool = True) ->
     sampler and its NFE per sample; and, with ``nfe``, ``nfe_curve``: objective → {N: W2}.
     """
     names = _objective_list(settings.objectives)
+    kind = kind_for(DataSpec(str(settings.data)))
+    if kind.name != "points":
+        raise FluxMatchError(
+            f"fluxmatch compare compares fields on points data (toy sets, .npy/.npz/.csv files); {settings.data} is {kind.name} data: "
+            "train each objective on it with fluxmatch train --objective NAME"
+        )
     budgets = sorted({int(b) for b in settings.nfe}) if settings.nfe else []
     if any(b < 1 for b in budgets):
         raise FluxMatchError(f"sampler budgets must be positive integers, got {settings.nfe}")
@@ -109,7 +116,7 @@ def compare_objectives(settings: CompareSettings, out, progress: bool = True) ->
     report: dict = {**asdict(settings), "objectives": {}, "data": str(settings.data)}
     samples, runs = {}, {}
     for name in names:
-        metrics = train_run(spec_for(settings, name), out / name, progress=progress)
+        metrics = train_run(spec_for(settings, name), out / name, progress=progress, overwrite=True)
         run = runs[name] = open_run(out / name)
         start = time.perf_counter()
         samples[name] = sample_run(run, n=settings.n_eval, seed=settings.seed)

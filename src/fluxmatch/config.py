@@ -216,6 +216,7 @@ FLAT_OPTIONS = {
     "grad_clip": ("train", "grad_clip"),
     "seed": ("train", "seed"),
     "device": ("train", "device"),
+    "checkpoint_every": ("train", "checkpoint_every"),
     "eval_samples": ("evaluation", "n"),
     "nll_samples": ("evaluation", "nll_n"),
 }
@@ -552,6 +553,25 @@ def _resolved_sampler(spec: RunSpec) -> SamplerSpec:
     return s
 
 
+#: Settings a resumed run may change: how long it trains, where, and how often it checkpoints.
+RESUMABLE_CHANGES = (("train", "steps"), ("train", "device"), ("train", "checkpoint_every"))
+
+
+def spec_changes(old: RunSpec, new: RunSpec, allowed=RESUMABLE_CHANGES) -> list[tuple[str, object, object]]:
+    """The settings that differ between two specs, outside ``allowed``: (flag or dotted path, old, new).
+
+    >>> spec_changes(RunSpec(), with_options(RunSpec(), {"lr": 0.01, "steps": 10}))
+    [('--lr', 0.001, 0.01)]
+    """
+    a, b = to_dict(old), to_dict(new)
+    changes = []
+    for section in SECTIONS:
+        for name in sorted(set(a[section]) | set(b[section])):
+            if (section, name) not in allowed and a[section].get(name) != b[section].get(name):
+                changes.append((flag(section, name), a[section].get(name), b[section].get(name)))
+    return changes
+
+
 def log_every(steps: int) -> int:
     """The training log's interval: 20 rows per run, at most every 50 steps."""
     return min(50, max(1, steps // 20))
@@ -581,4 +601,6 @@ __all__ = [
     "load_spec",
     "conditioning_of",
     "dumps",
+    "spec_changes",
+    "RESUMABLE_CHANGES",
 ]

@@ -8,6 +8,7 @@ held-out sample for evaluation.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -266,6 +267,18 @@ class DataSource:
             n_classes=N_CLASSES,
             units=DIGITS_UNITS,
         )
+
+    def fingerprint(self) -> str:
+        """A digest of the rows the source holds (training rows, held-out rows, labels), e.g.
+        ``"blake2b:3f0c…"``: a run stores it, so that evaluating or resuming on data that changed
+        since (a reordered or edited file, whose rebuilt held-out split would not be held out) is refused."""
+        digest = hashlib.blake2b(digest_size=16)
+        for part in (self.data, self.held_out, self.labels, self.held_out_labels):
+            if part is not None:
+                digest.update(str(tuple(part.shape)).encode())
+                digest.update(part.detach().cpu().contiguous().numpy().tobytes())
+            digest.update(b"|")
+        return "blake2b:" + digest.hexdigest()
 
     @property
     def dim(self) -> tuple[int, ...]:

@@ -77,7 +77,7 @@ def run_controllable(
         label = _label(objective, term, weight)
         run_dir = out / label.replace(" ", "-").replace("+", "-")
         spec = study_spec(DATA, objective, steps, seed, n, {term: weight} if term else None, SamplerSpec(steps=2000, step_size=step_size))
-        quality = train_run(spec, run_dir, progress=progress)
+        quality = train_run(spec, run_dir, progress=progress, overwrite=True)
         run = open_run(run_dir)
         if held is None:
             held = evaluation_pair(run, n, seed + 1)[0]

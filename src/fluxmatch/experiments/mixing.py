@@ -99,7 +99,7 @@ def run_mixing(
         for label, (objective, term) in METHODS.items():
             run_dir = out / name / label.replace("+", "-")
             sampler = SamplerSpec(steps=chains.checkpoints[-1], step_size=chains.step_size)
-            train_run(study_spec(data, objective, steps, seed, n, {term: mixing_weight} if term else None, sampler, kind), run_dir, progress=progress)
+            train_run(study_spec(data, objective, steps, seed, n, {term: mixing_weight} if term else None, sampler, kind), run_dir, progress=progress, overwrite=True)
             runs[label] = open_run(run_dir)
         held, floor_ref = evaluation_pair(runs["dsm"], n, seed + 1)
         curves = _curves(runs, held, chains, seed)

@@ -32,7 +32,7 @@ def run_spiral(out="runs/experiment-spiral", steps: int = 2000, seed: int = 0, w
     rows, fields, samples = {}, {}, {}
     for label, (objective, design) in settings.items():
         run_dir = out / label.replace("+", "-")
-        quality = train_run(study_spec(DATA, objective, steps, seed, n, design), run_dir, progress=progress)
+        quality = train_run(study_spec(DATA, objective, steps, seed, n, design), run_dir, progress=progress, overwrite=True)
         run = open_run(run_dir)
         if held is None:
             held = evaluation_pair(run, n, seed + 1)[0]

@@ -92,6 +92,19 @@ class DataKind(ABC):
         """Samples in model units mapped to the data's own units (identity by default)."""
         return samples
 
+    def reload(self, run):
+        """The run's own :class:`~fluxmatch.data.DataSource`, loaded again from its spec and seed,
+        after checking it is the data the run was trained on (its stored fingerprint): a file that
+        changed since would give a "held-out" split holding training rows."""
+        source = self.load(run.spec.data, run.spec.train.seed)
+        stored = run.config.get("data_fingerprint")
+        if stored is not None and stored != source.fingerprint():
+            raise FluxMatchError(
+                f"the data {run.spec.data.spec} has changed since the run {run.run_dir} was trained on it (its fingerprint differs), "
+                "so its held-out split can no longer be rebuilt; restore the original data, or evaluate against another data set (--data)"
+            )
+        return source
+
     @abstractmethod
     def evaluation_rows(self, run, data, n: int, seed: int, source=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Two disjoint samples of up to n rows the run never trained on, (held, reference):

@@ -73,7 +73,7 @@ class Images(DataKind):
         if ev.data is not None and ev.data != ev.run.spec.data.spec:
             raise FluxMatchError(f"an image run is evaluated on its own held-out data ({ev.run.spec.data.spec}), not {ev.data}")
         source = ev.source
-        return source if source is not None else self.load(ev.run.spec.data, ev.run.spec.train.seed)
+        return source if source is not None else self.reload(ev.run)
 
     def evaluation_rows(self, run, data, n: int, seed: int, source=None) -> tuple[torch.Tensor, torch.Tensor]:
         from .points import split_pair

@@ -29,6 +29,27 @@ def data_path(spec) -> str:
     return str(Path(spec).resolve())
 
 
+#: The range of data spreads (RMS over coordinates of the per-coordinate std) the defaults suit.
+SPREAD_RANGE = (1e-3, 1e3)
+
+
+def check_spread(rows: torch.Tensor, name: str) -> float:
+    """The spread of (N, ...) points (RMS over coordinates of the per-coordinate standard
+    deviation), after refusing data whose rows are all one point or whose spread lies outside
+    :data:`SPREAD_RANGE`, where the default σ, step size and initialisation are meaningless."""
+    flat = rows.reshape(rows.shape[0], -1).double()
+    spread = float(flat.std(0, unbiased=False).pow(2).mean().sqrt())
+    if spread == 0:
+        raise FluxMatchError(f"every row of {name} is the same point: there is no distribution to learn")
+    low, high = SPREAD_RANGE
+    if not low <= spread <= high:
+        raise FluxMatchError(
+            f"{name} has a spread of {spread:.3g} (RMS of the per-coordinate std), outside [{low:g}, {high:g}], far from the unit scale "
+            "the defaults assume (σ 0.2236, Langevin step 0.005): standardise it first, e.g. (x - mean) / std per column, and map samples back"
+        )
+    return spread
+
+
 def split_pair(rows: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Two disjoint halves of an evaluation sample: the data, and the reference of the floor."""
     half = rows.shape[0] // 2
@@ -48,6 +69,7 @@ class Points(DataKind):
     def load(self, data, seed: int) -> DataSource:
         source = DataSource.from_spec(data_path(data.spec), seed=seed, holdout_fraction=data.holdout_fraction, n=data.n)
         source.spec = data_path(data.spec)
+        check_spread(source.data, source.name)
         return source
 
     def validate(self, spec) -> None:
@@ -64,9 +86,10 @@ class Points(DataKind):
         target = own if data is None else data_path(data)
         if source is not None and target == own:
             rows = source.holdout(2 * n, seed)
-        elif target in TOY_DATASETS or target == own:
-            spec = run.spec.data if target == own else type(run.spec.data)(spec=target)
-            rows = self.load(spec, run.spec.train.seed).holdout(2 * n, seed)
+        elif target == own:
+            rows = self.reload(run).holdout(2 * n, seed)
+        elif target in TOY_DATASETS:
+            rows = self.load(type(run.spec.data)(spec=target), run.spec.train.seed).holdout(2 * n, seed)
         else:
             rows = load_data(target, n=2 * n, seed=seed)
         if tuple(rows.shape[1:]) != run.event_shape:
@@ -109,4 +132,4 @@ class Points(DataKind):
         return lines
 
 
-__all__ = ["Points", "data_path", "split_pair"]
+__all__ = ["Points", "data_path", "split_pair", "check_spread", "SPREAD_RANGE"]

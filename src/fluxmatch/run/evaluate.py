@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..kinds import Evaluation
 from ..kinds.base import finite_or_raise
 from .artifacts import save_npy
+from .directory import check_output_file
 from .run import open_run
 from .sampling import draw, sampler_for
 
@@ -26,6 +27,8 @@ def sample_run(run, n: int = 2000, seed: int = 0, out=None, label=None, progress
         (n, *event_shape) float32 array. Raises FluxMatchError for a bad run directory, a setting
         that does not apply to the run, or a diverged sampler.
     """
+    if out is not None:
+        check_output_file(out)
     run = open_run(run)
     samples, _ = draw(run, n, seed, sampler_for(run, **sampler), label, progress)
     finite_or_raise(samples, f"run {run.run_dir}")

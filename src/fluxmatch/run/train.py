@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
-from ..config import RunSpec, log_every, resolve, to_dict
+from ..config import RunSpec, from_dict, log_every, resolve, spec_changes, to_dict
+from ..errors import FluxMatchError
 from ..kinds import Evaluation, get_kind
 from ..kinds.base import finite_or_raise
 from ..train import TrainConfig, Trainer
 from .artifacts import CHECKPOINT_FILES, plot_loss, save_npy, write_metrics
 from .build import build_field, build_objective
+from .directory import swap_in, training_dir
 from .run import open_run
 from .sampling import draw
 
@@ -27,20 +30,59 @@ def train_config(spec: RunSpec, progress: bool) -> TrainConfig:
 
 def fit(spec: RunSpec, out, resume: bool = False, progress: bool = True) -> dict:
     """Train the run a spec describes into ``out`` (checkpoints, log.csv, config.json with the
-    resolved spec); returns the trainer's summary. The same spec and seed give the same weights."""
+    resolved spec and the data's fingerprint); returns the trainer's summary. The same spec and
+    seed give the same weights.
+
+    With ``resume``, the spec must be the run's own (only the settings in
+    :data:`~fluxmatch.config.RESUMABLE_CHANGES` may differ) and the data must be the data it
+    was trained on; otherwise FluxMatchError names what changed.
+    """
     spec = resolve(spec)
     kind = get_kind(spec.data.kind)
     source = kind.load(spec.data, spec.train.seed)
+    fingerprint = source.fingerprint()
+    if resume:
+        check_resumable(out, spec, fingerprint)
     # seeded before any network is built, the field first: the same seed gives every objective the same initial field
     torch.manual_seed(spec.train.seed)
     field = build_field(spec, source)
     objective = build_objective(spec, field, source)
-    trainer = Trainer(field, objective, source, train_config(spec, progress), out, metadata={"run": to_dict(spec)})
+    metadata = {"run": to_dict(spec), "data_fingerprint": fingerprint}
+    trainer = Trainer(field, objective, source, train_config(spec, progress), out, metadata=metadata)
     return {"summary": trainer.fit(resume=resume), "source": source}
 
 
-def train_run(spec: RunSpec, out, resume: bool = False, progress: bool = True) -> dict:
+def stored_spec(out) -> tuple[RunSpec | None, dict]:
+    """The resolved spec a run directory was trained with (None for runs written before run
+    specs) and its parsed config.json."""
+    from ..train.checkpoint import read_config
+
+    config = read_config(out)
+    section = config.get("run")
+    if not isinstance(section, dict):
+        return None, config
+    return resolve(from_dict(section, f"{Path(out) / 'config.json'}, section 'run'")), config
+
+
+def check_resumable(out, spec: RunSpec, fingerprint: str) -> None:
+    """Refuse to resume the run in ``out`` with a different spec or different data."""
+    old, config = stored_spec(out)
+    if old is not None:
+        changes = spec_changes(old, spec)
+        if changes:
+            what = "; ".join(f"{name} was {a!r}, now {b!r}" for name, a, b in changes)
+            raise FluxMatchError(f"cannot resume {out} with different settings ({what}): resume with the run's own settings, or train a new run")
+    stored = config.get("data_fingerprint")
+    if stored is not None and stored != fingerprint:
+        raise FluxMatchError(f"cannot resume {out}: the data {spec.data.spec} differs from the data the run was trained on (fingerprint {stored}, now {fingerprint})")
+
+
+def train_run(spec: RunSpec, out, resume: bool = False, progress: bool = True, overwrite: bool = False) -> dict:
     """Train, sample, evaluate and plot the run ``spec`` describes, writing a complete run directory.
+
+    ``out`` must be a new path, an empty directory, or (with ``resume``) the run to continue;
+    ``overwrite`` replaces the run in ``out`` by one trained beside it and swapped in only when
+    complete (see :mod:`fluxmatch.run.directory`). Anything else is refused before any work.
 
     ``out`` gets the checkpoint (config.json with the resolved spec, model.safetensors, trainer
     state, log.csv), ``samples.npy`` (n, *event_shape) in the data's own units, the kind's
@@ -51,7 +93,20 @@ def train_run(spec: RunSpec, out, resume: bool = False, progress: bool = True) -
     ``sampler`` (its settings, NFE per sample, n, seed), ``data``, ``objective``, ``noise``
     and ``files``.
     """
-    out = Path(out)
+    spec = resolve(spec)
+    final = Path(out)
+    out = training_dir(final, resume, overwrite)
+    try:
+        result = _train_into(spec, out, resume, progress)
+    except BaseException:
+        if out != final and not (out / "trainer.safetensors").is_file():
+            shutil.rmtree(out, ignore_errors=True)  # a replacement that never checkpointed: nothing to keep
+        raise
+    swap_in(out, final)
+    return result
+
+
+def _train_into(spec: RunSpec, out: Path, resume: bool, progress: bool) -> dict:
     trained = fit(spec, out, resume, progress)
     run = open_run(out)
     n, seed = run.spec.evaluation.n, run.spec.train.seed
