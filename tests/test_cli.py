@@ -149,3 +149,29 @@ def test_module_entry_point_has_no_traceback(argv, bad_files):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fluxmatch: error: ")
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_a_signal_checkpoints_the_current_step_and_says_how_to_resume(tmp_path, signal_name):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
+    argv = ["train", "--steps", "100000", "--checkpoint-every", "100000", "--batch-size", "32", "--hidden", "8,8", "--out", "run", "--no-progress"]
+    process = subprocess.Popen([sys.executable, "-m", "fluxmatch", *argv], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not (tmp_path / "run" / "log.csv").is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(getattr(signal, signal_name))
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == {"SIGTERM": 143, "SIGINT": 130}[signal_name], err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{signal_name} received: stopped at step" in lines[0] and "fluxmatch train --out run --resume" in lines[0], err
+    step = int(lines[0].split("stopped at step ")[1].split(",")[0])
+    assert step >= 50 and json.loads((tmp_path / "run" / "trainer.json").read_text())["step"] == step
+    resumed = subprocess.run([sys.executable, "-m", "fluxmatch", "train", "--out", "run", "--resume", "--steps", str(step + 5), "--eval-samples", "20", "--sample-steps", "5", "--no-progress"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["resumed_from"] == step

@@ -105,7 +105,7 @@ def _train_parser(commands) -> argparse.ArgumentParser:
     add("--step-size", type=float, help="Langevin step size ε of fixed-σ runs (default: 0.005)")
     add("--sampler", choices=ALL_SAMPLERS, help="the run's sampler: langevin (fixed σ); heun, euler, dopri5, sde, pc (noise-annealed); heun, euler, midpoint, dopri5 (flow) (default: langevin / heun / heun)")
     add("--out", help="run directory (default: runs/<data>-<objective>)")
-    add("--resume", action="store_true", default=False, help="continue an interrupted run in --out up to --steps (its own settings; only --steps, --device and --checkpoint-every may change)")
+    add("--resume", action="store_true", default=False, help="continue an interrupted run in --out up to --steps (its own training settings; --steps, --device, --checkpoint-every and the sampling and evaluation options may change)")
     add("--overwrite", action="store_true", default=False, help="replace the run in --out: the new run is trained beside it and swapped in only when complete")
     add("--checkpoint-every", type=int, help="write a resumable checkpoint every N steps (default: 500; SIGINT/SIGTERM also write one)")
     add("--no-progress", action="store_true", default=False, help="hide progress bars")
@@ -337,9 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except MemoryError:
-        _fail("out of memory: try fewer samples (--n), a smaller batch (--batch-size) or a smaller field")
-    except Exception as err:  # a bug: one line for the user, the traceback on request
+    except Exception as err:  # out of memory, or a bug: one line for the user, the traceback on request
+        if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and ("can't allocate memory" in str(err) or "out of memory" in str(err))):
+            _fail("out of memory: try fewer samples (--n), a smaller batch (--batch-size) or a smaller field")
         if os.environ.get("FLUXMATCH_DEBUG"):
             raise
         text = " ".join(str(err).split())[:300]

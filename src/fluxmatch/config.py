@@ -553,21 +553,23 @@ def _resolved_sampler(spec: RunSpec) -> SamplerSpec:
     return s
 
 
-#: Settings a resumed run may change: how long it trains, where, and how often it checkpoints.
-RESUMABLE_CHANGES = (("train", "steps"), ("train", "device"), ("train", "checkpoint_every"))
+#: Settings a resumed run may change: how long it trains, where, how often it checkpoints, and
+#: how it is sampled and evaluated afterwards (``"*"``: every setting of the section).
+RESUMABLE_CHANGES = (("train", "steps"), ("train", "device"), ("train", "checkpoint_every"), ("sampler", "*"), ("evaluation", "*"))
 
 
 def spec_changes(old: RunSpec, new: RunSpec, allowed=RESUMABLE_CHANGES) -> list[tuple[str, object, object]]:
     """The settings that differ between two specs, outside ``allowed``: (flag or dotted path, old, new).
 
-    >>> spec_changes(RunSpec(), with_options(RunSpec(), {"lr": 0.01, "steps": 10}))
+    >>> spec_changes(RunSpec(), with_options(RunSpec(), {"lr": 0.01, "steps": 10, "eval_samples": 50}))
     [('--lr', 0.001, 0.01)]
     """
     a, b = to_dict(old), to_dict(new)
     changes = []
     for section in SECTIONS:
         for name in sorted(set(a[section]) | set(b[section])):
-            if (section, name) not in allowed and a[section].get(name) != b[section].get(name):
+            free = (section, name) in allowed or (section, "*") in allowed
+            if not free and a[section].get(name) != b[section].get(name):
                 changes.append((flag(section, name), a[section].get(name), b[section].get(name)))
     return changes
 

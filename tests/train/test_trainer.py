@@ -3,16 +3,24 @@
 import csv
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from fluxmatch.data import DataSource
-from fluxmatch.errors import FluxMatchError
+from fluxmatch.errors import FluxMatchError, TrainingInterrupted
 from fluxmatch.fields import MLPField, call_field
 from fluxmatch.objectives import DenoisingScoreMatching, FluxMatching, ObjectiveOutput
 from fluxmatch.train import TrainConfig, Trainer, load_run
+from fluxmatch.train import checkpoint as checkpoint_module
+from fluxmatch.train.trainer import RunLock
 
 STEPS = 30
 
@@ -211,3 +219,149 @@ def test_bad_train_config(settings):
 def test_grad_clip_none_disables_clipping(tmp_path):
     make(tmp_path, steps=5, grad_clip=None, log_every=1).fit()
     assert len(read_log(tmp_path / "log.csv")) == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# a fresh run never destroys an existing one; one trainer per run directory
+
+
+def snapshot(directory):
+    return {name: (directory / name).read_bytes() for name in sorted(os.listdir(directory))}
+
+
+MARKERS = ["trainer.safetensors", "config.json", "log.csv", "model.safetensors", "trainer.json"]
+
+
+@pytest.mark.parametrize("keep", MARKERS)
+def test_a_fresh_run_refuses_a_directory_that_holds_a_run(tmp_path, keep):
+    make(tmp_path, steps=10).fit()
+    for name in set(MARKERS) - {keep}:
+        (tmp_path / name).unlink()
+    before = snapshot(tmp_path)
+    with pytest.raises(FluxMatchError, match=rf"already holds a training run \({keep}\); resume it \(resume=True / --resume\), or train into a new directory \(--overwrite replaces it\)"):
+        make(tmp_path, steps=10).fit()
+    assert snapshot(tmp_path) == before
+
+
+def test_a_fresh_run_may_use_an_empty_directory(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    make(tmp_path, steps=5).fit()
+    assert (tmp_path / "notes.txt").read_text() == "mine" and not (tmp_path / ".lock").exists()
+
+
+def test_a_second_trainer_in_the_same_directory_is_refused(tmp_path):
+    fresh, existing = tmp_path / "fresh", tmp_path / "existing"
+    fresh.mkdir()
+    make(existing, steps=5).fit()
+    for directory, resume in ((fresh, False), (existing, True)):
+        with RunLock(directory):
+            assert (directory / ".lock").read_text() == f"{os.getpid()}\n"
+            with pytest.raises(FluxMatchError, match=rf"{directory} is in use: another trainer \(pid {os.getpid()}\) holds"):
+                make(directory, steps=10).fit(resume=resume)
+        assert not (directory / ".lock").exists()
+        make(directory, steps=10).fit(resume=resume)
+
+
+def test_a_trainer_in_another_process_is_refused(tmp_path):
+    holder = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "os.write(fd, str(os.getpid()).encode())\n"
+        "print('locked', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / ".lock")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline() == "locked\n"
+        with pytest.raises(FluxMatchError, match=rf"is in use: another trainer \(pid {process.pid}\)"):
+            make(tmp_path, steps=5).fit()
+        assert not (tmp_path / "log.csv").exists()
+    finally:
+        process.communicate("", timeout=30)
+    make(tmp_path, steps=5).fit()
+
+
+# ---------------------------------------------------------------------------------------------
+# SIGINT / SIGTERM in the process itself
+
+
+class SignalAt:
+    """A data source that sends this process ``signum`` while drawing its ``at``-th batch."""
+
+    def __init__(self, source, at, signum):
+        self.source, self.at, self.signum, self.calls = source, at, signum, 0
+        self.data, self.name, self.dim = source.data, source.name, source.dim
+
+    def sample_batch(self, b, generator=None):
+        self.calls += 1
+        if self.calls == self.at:
+            os.kill(os.getpid(), self.signum)
+        return self.source.sample_batch(b, generator)
+
+
+def test_sigterm_checkpoints_the_current_step_and_resumes_bit_identically(tmp_path, monkeypatch):
+    full = make(tmp_path / "full")
+    full.fit()
+    data = SignalAt(ring(), 13, signal.SIGTERM)
+    real_write, repeats = checkpoint_module.atomic_write_bytes, []
+
+    def write_and_signal_again(path, payload):
+        repeats.append(path)
+        if data.calls >= 13:
+            os.kill(os.getpid(), signal.SIGINT)  # a repeat while checkpointing is ignored
+        real_write(path, payload)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write_bytes", write_and_signal_again)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as info:
+        make(tmp_path / "stopped", data=data).fit()
+    monkeypatch.undo()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    err = info.value
+    assert (err.step, err.signal_name, err.exit_code, err.run_dir) == (13, "SIGTERM", 143, str(tmp_path / "stopped"))
+    assert str(err) == f"SIGTERM received: training stopped at step 13 with a checkpoint in {tmp_path / 'stopped'}"
+    assert len(repeats) == 4 + 3  # the periodic checkpoint at step 10, then the one at step 13
+    assert json.loads((tmp_path / "stopped" / "trainer.json").read_text())["step"] == 13
+    assert [int(r["step"]) for r in read_log(tmp_path / "stopped" / "log.csv")] == [5, 10, 13]
+
+    resumed = make(tmp_path / "stopped")
+    assert resumed.fit(resume=True)["resumed_from"] == 13
+    for name in ("model.safetensors", "trainer.safetensors"):
+        want, got = load_file(str(tmp_path / "full" / name)), load_file(str(tmp_path / "stopped" / name))
+        assert set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want), name
+
+
+def test_a_signal_during_the_last_step_lets_the_run_finish(tmp_path):
+    summary = make(tmp_path, steps=10, data=SignalAt(ring(), 10, signal.SIGINT)).fit()
+    assert summary["steps_run"] == 10
+
+
+def test_training_in_another_thread_leaves_signals_alone(tmp_path):
+    results = []
+    thread = threading.Thread(target=lambda: results.append(make(tmp_path, steps=5).fit()))
+    thread.start()
+    thread.join(60)
+    assert results and results[0]["steps"] == 5
+
+
+# ---------------------------------------------------------------------------------------------
+# settings that would crash inside torch are refused up front
+
+
+@pytest.mark.parametrize("lr", [1e39, float("inf"), float("nan"), 0, True, "0.1"])
+def test_learning_rates_beyond_float32_are_refused(lr):
+    with pytest.raises(FluxMatchError, match="learning rate"):
+        TrainConfig(lr=lr)
+
+
+def test_the_largest_float32_learning_rate_is_allowed():
+    assert TrainConfig(lr=3.4e38).lr == 3.4e38
+
+
+def test_a_float64_field_is_refused_before_training(tmp_path):
+    trainer = make(tmp_path / "run")
+    trainer.field.double()
+    with pytest.raises(FluxMatchError, match=r"fluxmatch trains float32 fields; call field.float\(\)"):
+        trainer.fit()
+    assert not (tmp_path / "run").exists()

@@ -17,9 +17,16 @@ import tempfile
 from pathlib import Path
 
 from ..errors import FluxMatchError
+from ..train.trainer import LOCK_FILE
 
 #: Files that mark a directory as a fluxmatch run.
 RUN_MARKERS = ("config.json", "trainer.safetensors", "trainer.json", "model.safetensors", "log.csv")
+
+
+def _is_empty(path: Path) -> bool:
+    """Whether a directory holds nothing but what a killed trainer leaves behind: its (unlocked)
+    lock file and the temporary files of an unfinished atomic write (``.<name>.*.tmp``)."""
+    return all(entry.name == LOCK_FILE or (entry.name.startswith(".") and entry.name.endswith(".tmp")) for entry in path.iterdir())
 
 
 def is_run_dir(path) -> bool:
@@ -57,7 +64,7 @@ def training_dir(out, resume: bool, overwrite: bool) -> Path:
         if not is_run_dir(out):
             raise FluxMatchError(f"nothing to resume in {out}: it holds no fluxmatch run")
         return out
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or _is_empty(out):
         return out
     if not is_run_dir(out):
         raise FluxMatchError(f"--out {out} is a non-empty directory that is not a fluxmatch run: choose a new or empty directory")
@@ -87,7 +94,7 @@ def study_dir(out, overwrite: bool) -> Path:
     """The output directory of a study (``compare``, ``experiment``), after refusing one that
     already holds something unless ``overwrite``: a study replaces the runs it wrote there."""
     out = check_writable_dir(out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and not _is_empty(out) and not overwrite:
         raise FluxMatchError(f"{out} is not empty: --overwrite replaces the study's results there, or choose a new --out")
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,7 @@ def fit(spec: RunSpec, out, resume: bool = False, progress: bool = True) -> dict
     spec = resolve(spec)
     kind = get_kind(spec.data.kind)
     source = kind.load(spec.data, spec.train.seed)
+    check_batch_memory(spec, source.dim)
     fingerprint = source.fingerprint()
     if resume:
         check_resumable(out, spec, fingerprint)
@@ -50,6 +52,31 @@ def fit(spec: RunSpec, out, resume: bool = False, progress: bool = True) -> dict
     metadata = {"run": to_dict(spec), "data_fingerprint": fingerprint}
     trainer = Trainer(field, objective, source, train_config(spec, progress), out, metadata=metadata)
     return {"summary": trainer.fit(resume=resume), "source": source}
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_batch_memory(spec: RunSpec, event_shape) -> None:
+    """Refuse a batch whose training step cannot fit in memory (before the kernel kills the
+    process): about 64 floats of activations per coordinate, and for flux the B×B matrices of the
+    batch posterior."""
+    b, d = spec.train.batch_size, math.prod(event_shape)
+    need = 4 * b * d * 64 + (4 * 8 * b * b if spec.objective.name == "flux" else 0)
+    free = available_memory()
+    if free is not None and need > free:
+        raise FluxMatchError(
+            f"--batch-size {b} needs about {need / 2**30:.3g} GiB for one training step, more than the {free / 2**30:.3g} GiB available: use a smaller batch"
+        )
 
 
 def stored_spec(out) -> tuple[RunSpec | None, dict]:

@@ -1,25 +1,50 @@
-"""One training loop for every objective: Adam, grad clipping, EMA, LR schedule, logs, checkpoints."""
+"""One training loop for every objective: Adam, grad clipping, EMA, LR schedule, logs, checkpoints.
+
+While :meth:`Trainer.fit` runs it holds an exclusive lock on the run directory (``.lock``, with
+the trainer's pid), so two trainers never write into one run, and, in the main thread, turns
+SIGINT and SIGTERM into a checkpoint at the current step followed by
+:class:`~fluxmatch.errors.TrainingInterrupted`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
+import os
+import signal
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 import torch
 
-from ..errors import FluxMatchError
+from ..errors import FluxMatchError, TrainingInterrupted
 from ..fields import call_field
 from ..objectives import Objective
-from .checkpoint import TRAINER_JSON, TRAINER_TENSORS, load_training_state, save_checkpoint
+from .checkpoint import CONFIG, MODEL, TRAINER_JSON, TRAINER_TENSORS, load_training_state, remove_stale_temporaries, save_checkpoint, sync_trainer_json
 from .ema import EMA
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no run-directory lock
+    fcntl = None
 
 LR_SCHEDULES = ("cosine", "constant")
 LOG_FILE = "log.csv"
 LOG_COLUMNS = ("step", "loss", "grad_norm", "lr", "step_ms")
+LOCK_FILE = ".lock"
+RUN_MARKERS = (TRAINER_TENSORS, CONFIG, LOG_FILE, MODEL, TRAINER_JSON)
+"""Files whose presence means a directory already holds a training run."""
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,13 +97,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise FluxMatchError(f"{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
-            raise FluxMatchError(f"the learning rate must be a positive number, got {self.lr!r}")
+        if not (_is_number(self.lr) and math.isfinite(self.lr) and 0 < self.lr <= FLOAT32_MAX):
+            raise FluxMatchError(f"the learning rate must be a positive finite number at most {FLOAT32_MAX:.7g} (float32's largest), got {self.lr!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise FluxMatchError(f"unknown learning-rate schedule {self.lr_schedule!r}: expected one of {LR_SCHEDULES}")
-        if not 0.0 <= self.ema_decay < 1.0:
+        if not (_is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise FluxMatchError(f"the EMA decay must lie in [0, 1), got {self.ema_decay!r}")
-        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+        if self.grad_clip is not None and not (_is_number(self.grad_clip) and math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise FluxMatchError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
 
     def lr_at(self, step: int) -> float:
@@ -90,6 +115,111 @@ class TrainConfig:
             return self.lr * (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, self.steps - warmup))
         return self.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class RunLock:
+    """An exclusive ``fcntl.flock`` on ``<run_dir>/.lock`` (holding the owner's pid), taken on
+    ``__enter__`` and released, with the file removed, on ``__exit__``.
+
+    Any other holder, another process or another open of the file in this one, is refused:
+    ``__enter__`` raises FluxMatchError naming the directory and the holder's pid. Does nothing
+    where ``fcntl`` is missing (not POSIX).
+    """
+
+    def __init__(self, run_dir) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.fd: int | None = None
+
+    def _open_locked(self) -> int | None:
+        """A descriptor of the lock file, locked; None when the file was replaced meanwhile."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as err:
+            raise FluxMatchError(f"cannot lock {self.run_dir}: {self.path} cannot be opened ({err.strerror or err})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise FluxMatchError(f"{self.run_dir} is in use: another trainer (pid {holder}) holds {self.path}; wait for it to finish or stop it") from None
+        except OSError as err:
+            os.close(fd)
+            raise FluxMatchError(f"cannot lock {self.run_dir}: flock on {self.path} failed ({err.strerror or err})") from None
+        try:
+            same = os.path.samestat(os.fstat(fd), os.lstat(self.path))
+        except OSError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # the previous holder removed it after we opened it: lock the new one
+        return None
+
+    def __enter__(self) -> RunLock:
+        if fcntl is None:
+            return self
+        fd = None
+        while fd is None:
+            fd = self._open_locked()
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        self.fd = None
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM only record the first signal's name in ``received``
+    (repeats are ignored); the previous handlers come back on exit. Outside the main thread,
+    where Python cannot install handlers, it does nothing."""
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                signum = getattr(signal, name)
+                self.previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self.previous.clear()
+
+
+@dataclass
+class _Loop:
+    """What one call of :meth:`Trainer.fit` carries from step to step."""
+
+    optimizer: torch.optim.Optimizer
+    ema: EMA
+    generator: torch.Generator
+    run_config: dict
+    start: int
+    last_checkpoint: int | None
+    step_ms: list[float] = dataclass_field(default_factory=list)
+    loss_value: float = float("nan")
+    last: dict | None = None
+    last_logged: int | None = None
+    log_handle: object = None
+    writer: object = None
+    bar: object = None
 
 
 class Trainer:
@@ -223,6 +353,91 @@ class Trainer:
         )
         return FluxMatchError(f"training diverged at step {step} (non-finite {what}); {where}")
 
+    def _check_float32(self) -> None:
+        for name, module in (("field", self.field), ("objective", self.objective)):
+            for key, parameter in module.named_parameters():
+                if parameter.is_floating_point() and parameter.dtype != torch.float32:
+                    raise FluxMatchError(f"fluxmatch trains float32 fields; call {name}.float() (the {name}'s {key!r} is {parameter.dtype})")
+
+    def _refuse_existing_run(self) -> None:
+        if self.out_dir.exists() and not self.out_dir.is_dir():
+            raise FluxMatchError(f"{self.out_dir} is not a directory: train into a new directory")
+        found = [name for name in RUN_MARKERS if os.path.lexists(self.out_dir / name)]
+        if found:
+            raise FluxMatchError(
+                f"{self.out_dir} already holds a training run ({', '.join(found)}); resume it (resume=True / --resume), "
+                "or train into a new directory (--overwrite replaces it)"
+            )
+
+    def _optimize(self, loop: _Loop, k: int, device: torch.device):
+        """One optimizer step (0-based index ``k``) on a fresh batch: ``(output, loss, grad norm)``."""
+        cfg = self.config
+        batch = self.data.sample_batch(cfg.batch_size, loop.generator).to(device)
+        extras = dict(batch.extras)
+        if extras and not getattr(self.objective, "takes_extras", False):
+            raise FluxMatchError(f"the data's batches carry {', '.join(extras)}, which the {type(self.objective).__name__} objective does not pass to the field")
+        if self.uses_labels:
+            extras["labels"] = batch.labels
+        out = self.objective(self.field, batch.x, **extras)
+        loss = out.loss.mean()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise self._diverged(k + 1, "loss", loop.last_checkpoint)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        # each group (the field, an objective's own networks) is clipped on its own, so that
+        # a critic's large gradients never shrink the field's step
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
+        norms = [float(torch.nn.utils.clip_grad_norm_(g["params"], max_norm)) for g in loop.optimizer.param_groups]
+        if not all(math.isfinite(n) for n in norms):
+            raise self._diverged(k + 1, "gradient", loop.last_checkpoint)
+        loop.optimizer.step()
+        loop.ema.update(self.field, k)
+        return out, loss_value, norms[0]
+
+    def _log(self, loop: _Loop) -> None:
+        """Append the last step's row to log.csv (opening it on the first row)."""
+        last = loop.last
+        row = {"step": last["step"], "loss": last["loss"], "grad_norm": last["grad_norm"], "lr": last["lr"], "step_ms": round(last["step_ms"], 3)}
+        row.update({name: float(v) for name, v in last["terms"].items()})
+        if loop.writer is None:
+            loop.log_handle, loop.writer = self._open_log(loop.start, list(row))
+        loop.writer.writerow(row)
+        loop.log_handle.flush()
+        loop.last_logged = last["step"]
+
+    def _checkpoint(self, loop: _Loop, step: int) -> None:
+        save_checkpoint(self.out_dir, self.field, self.objective, loop.optimizer, loop.ema, step, loop.run_config, loop.generator)
+        loop.last_checkpoint = step
+
+    def _train_step(self, loop: _Loop, k: int, device: torch.device) -> None:
+        """Optimizer step ``k`` (0-based), then the progress bar, log row and checkpoint it is due."""
+        cfg = self.config
+        tick = time.perf_counter()
+        lr = cfg.lr_at(k)
+        for group in loop.optimizer.param_groups:
+            group["lr"] = lr * group["lr_scale"]
+        out, loop.loss_value, grad_norm = self._optimize(loop, k, device)
+        step = k + 1
+        loop.step_ms.append((time.perf_counter() - tick) * 1e3)
+        loop.last = {"step": step, "loss": loop.loss_value, "grad_norm": grad_norm, "lr": lr, "step_ms": loop.step_ms[-1], "terms": out.terms}
+        if loop.bar is not None:
+            loop.bar.update(1)
+            loop.bar.set_postfix({"loss": f"{loop.loss_value:.4g}", **{name: f"{v:.4g}" for name, v in out.terms.items()}}, refresh=False)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            self._log(loop)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            self._checkpoint(loop, step)
+
+    def _stop(self, loop: _Loop, signal_name: str) -> TrainingInterrupted:
+        """Log and checkpoint the last completed step (unless already done) after a signal."""
+        step = loop.last["step"]
+        if loop.last_logged != step:
+            self._log(loop)
+        if loop.last_checkpoint != step:
+            self._checkpoint(loop, step)
+        return TrainingInterrupted(step, self.out_dir, signal_name, EXIT_CODES.get(signal_name, 1))
+
     # -----------------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> dict:
@@ -236,17 +451,36 @@ class Trainer:
             ``{"steps", "steps_run", "resumed_from", "wall_time_s", "median_step_ms",
             "final_loss"}``.
 
-        Raises FluxMatchError if the field's output has the wrong shape, there is nothing to
-        resume, or the loss or gradient becomes non-finite (the last good checkpoint is kept).
+        While it runs, ``out_dir/.lock`` is locked, and (in the main thread) SIGINT and SIGTERM
+        stop training after the current step with a checkpoint at that step.
+
+        Raises:
+            FluxMatchError: a field or objective parameter is not float32; the field's output
+                has the wrong shape; there is nothing to resume; without ``resume``, ``out_dir``
+                already holds a run (trainer.safetensors, config.json, log.csv, model.safetensors
+                or trainer.json; nothing is touched); another trainer holds the directory's lock; the checkpoint to resume is
+                invalid; the loss or gradient becomes non-finite (the last good checkpoint is kept).
+            TrainingInterrupted: SIGINT or SIGTERM arrived (a FluxMatchError whose ``step``,
+                ``run_dir``, ``signal_name`` and ``exit_code``, 130 or 143, say where it stopped).
         """
-        cfg = self.config
-        device = resolve_device(cfg.device)
+        self._check_float32()
+        device = resolve_device(self.config.device)
         self.field.to(device)
         self.objective.to(device)
         self._validate()
         if resume and not (self.out_dir / TRAINER_TENSORS).is_file():
-            raise FluxMatchError(f"nothing to resume in {self.out_dir}: {TRAINER_TENSORS} and {TRAINER_JSON} are missing")
+            raise FluxMatchError(f"nothing to resume in {self.out_dir}: {TRAINER_TENSORS} is missing")
+        if not resume:
+            self._refuse_existing_run()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        with RunLock(self.out_dir), StopSignals() as signals:
+            if not resume:
+                self._refuse_existing_run()  # again: another trainer may have finished meanwhile
+            remove_stale_temporaries(self.out_dir)
+            return self._fit_locked(resume, device, signals)
+
+    def _fit_locked(self, resume: bool, device: torch.device, signals: StopSignals) -> dict:
+        cfg = self.config
         torch.manual_seed(cfg.seed)
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizer = torch.optim.Adam([dict(group) for group in self.param_groups], lr=cfg.lr)
@@ -254,17 +488,10 @@ class Trainer:
         start = 0
         if resume:
             start = load_training_state(self.out_dir, self.field, self.objective, optimizer, ema, generator)
-        else:
-            (self.out_dir / LOG_FILE).unlink(missing_ok=True)
-        run_config = self._run_config()
-        last_checkpoint = start if resume else None
-
+            sync_trainer_json(self.out_dir)
+        loop = _Loop(optimizer, ema, generator, self._run_config(), start, start if resume else None)
         self.field.train()
         self.objective.train()
-        step_ms: list[float] = []
-        loss_value = float("nan")
-        log_handle = writer = None
-        bar = None
         began = time.perf_counter()
         # denormal floats from exp() of far-apart points slow the B×B softmaxes several-fold
         torch.set_flush_denormal(True)
@@ -272,60 +499,22 @@ class Trainer:
             if cfg.progress and start < cfg.steps:
                 from tqdm.auto import tqdm
 
-                bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
+                loop.bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
             for k in range(start, cfg.steps):
-                tick = time.perf_counter()
-                lr = cfg.lr_at(k)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * group["lr_scale"]
-                batch = self.data.sample_batch(cfg.batch_size, generator).to(device)
-                extras = dict(batch.extras)
-                if extras and not getattr(self.objective, "takes_extras", False):
-                    raise FluxMatchError(f"the data's batches carry {', '.join(extras)}, which the {type(self.objective).__name__} objective does not pass to the field")
-                if self.uses_labels:
-                    extras["labels"] = batch.labels
-                out = self.objective(self.field, batch.x, **extras)
-                loss = out.loss.mean()
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise self._diverged(k + 1, "loss", last_checkpoint)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                # each group (the field, an objective's own networks) is clipped on its own, so that
-                # a critic's large gradients never shrink the field's step
-                max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
-                norms = [float(torch.nn.utils.clip_grad_norm_(g["params"], max_norm)) for g in optimizer.param_groups]
-                grad_norm = norms[0]
-                if not all(math.isfinite(n) for n in norms):
-                    raise self._diverged(k + 1, "gradient", last_checkpoint)
-                optimizer.step()
-                ema.update(self.field, k)
-                step = k + 1
-                step_ms.append((time.perf_counter() - tick) * 1e3)
-
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix({"loss": f"{loss_value:.4g}", **{name: f"{v:.4g}" for name, v in out.terms.items()}}, refresh=False)
-                if step % cfg.log_every == 0 or step == cfg.steps:
-                    if writer is None:
-                        log_handle, writer = self._open_log(start, [*LOG_COLUMNS, *out.terms])
-                    row = {"step": step, "loss": loss_value, "grad_norm": grad_norm, "lr": lr, "step_ms": round(step_ms[-1], 3)}
-                    writer.writerow({**row, **{name: float(v) for name, v in out.terms.items()}})
-                    log_handle.flush()
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                    save_checkpoint(self.out_dir, self.field, self.objective, optimizer, ema, step, run_config, generator)
-                    last_checkpoint = step
+                self._train_step(loop, k, device)
+                if signals.received is not None and k + 1 < cfg.steps:
+                    raise self._stop(loop, signals.received)
         finally:
             torch.set_flush_denormal(False)
-            if bar is not None:
-                bar.close()
-            if log_handle is not None:
-                log_handle.close()
+            if loop.bar is not None:
+                loop.bar.close()
+            if loop.log_handle is not None:
+                loop.log_handle.close()
         return {
             "steps": max(start, cfg.steps),
-            "steps_run": len(step_ms),
+            "steps_run": len(loop.step_ms),
             "resumed_from": start,
             "wall_time_s": round(time.perf_counter() - began, 3),
-            "median_step_ms": round(statistics.median(step_ms), 3) if step_ms else None,
-            "final_loss": loss_value if step_ms else None,
+            "median_step_ms": round(statistics.median(loop.step_ms), 3) if loop.step_ms else None,
+            "final_loss": loop.loss_value if loop.step_ms else None,
         }
