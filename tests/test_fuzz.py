@@ -250,3 +250,67 @@ def test_data_files_load_or_are_refused_with_one_error(tmp_path_factory, array, 
         return
     assert rows.dtype.is_floating_point and bool(rows.isfinite().all()) and rows.shape[0] >= 1
     assert len(source) + (0 if source.held_out is None else source.held_out.shape[0]) == rows.shape[0]
+
+
+JSON_VALUES = st.sampled_from([None, True, False, 0, -1, 1, 2, 1.5, -0.5, 1e39, 10**30, float("nan"), "", "x", "ring", [], [1], [8, 8], ["a"], {}, {"a": 1}])
+
+
+def _spec_fields():
+    from dataclasses import fields
+
+    from fluxmatch.config import RunSpec
+
+    return [(section.name, f.name) for section in fields(RunSpec) for f in fields(section.default_factory())]
+
+
+@st.composite
+def spec_file(draw):
+    """A run spec with a few of its settings replaced by values of any JSON type."""
+    spec = {"data": {"spec": "ring"}, "field": {"hidden": [8, 8]}, "train": {"steps": 2, "batch_size": 16}, "sampler": {"steps": 3}, "evaluation": {"n": 20}}
+    for section, name in draw(st.lists(st.sampled_from(_spec_fields()), min_size=1, max_size=3, unique=True)):
+        spec.setdefault(section, {})[name] = draw(JSON_VALUES)
+    if draw(st.booleans()):
+        spec[draw(st.sampled_from(["data", "train", "bogus"]))] = draw(JSON_VALUES)
+    return spec
+
+
+@given(spec_file())
+@fuzz(60)
+def test_spec_files_of_any_types_give_a_spec_or_one_error(workspace, spec):
+    (workspace / "fuzzed.json").write_text(json.dumps(spec))
+    _check(workspace, ["train", "--config", "fuzzed.json", "--dry-run"], ())
+
+
+@pytest.fixture(scope="module")
+def edited_runs(workspace, tmp_path_factory):
+    """A pristine trained run to copy and edit by hand."""
+    return workspace / "run"
+
+
+@given(st.sampled_from(["config.json", "trainer.json"]), st.data())
+@fuzz(40)
+def test_hand_edited_run_files_give_one_error(workspace, edited_runs, name, data):
+    import shutil
+
+    copy = workspace / "edited"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(edited_runs, copy, ignore=shutil.ignore_patterns(".lock"))
+    config = json.loads((copy / name).read_text())
+    paths = []
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                paths.append((*path, key))
+                walk(value, (*path, key))
+
+    walk(config, ())
+    path = data.draw(st.sampled_from(paths))
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = data.draw(JSON_VALUES)
+    (copy / name).write_text(json.dumps(config))
+    command = data.draw(st.sampled_from([["sample", "--run", "edited", "--n", "4", "--out", "edited/s.npy"], ["evaluate", "--run", "edited", "--n", "8"],
+                                         ["train", "--out", "edited", "--resume", "--steps", "3", "--no-progress"]]))
+    _check(workspace, command, ("edited",))

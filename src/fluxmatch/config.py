@@ -240,6 +240,7 @@ def with_options(spec: RunSpec, options: dict) -> RunSpec:
         if key not in FLAT_OPTIONS:
             raise FluxMatchError(f"unknown option {key!r}: expected one of {', '.join(sorted([*FLAT_OPTIONS, *DESIGN_NAMES]))}")
         section, name = FLAT_OPTIONS[key]
+        check_types(_SECTION_TYPES[section], {name: value}, "option")
         changes.setdefault(section, {})[name] = value
     if design != spec.objective.design:
         changes.setdefault("objective", {})["design"] = design
@@ -253,6 +254,38 @@ def with_options(spec: RunSpec, options: dict) -> RunSpec:
 # dict and file round trips
 
 
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "dict": "an object", "bool": "true or false", "tuple[int, ...]": "a list of integers", "None": "null"}
+
+
+def _type_ok(hint: str, value) -> bool:
+    """Whether ``value`` fits a spec field's annotation (``int | None``, ``tuple[int, ...]``, ...)."""
+    options = [h.strip() for h in hint.split("|")]
+    if value is None:
+        return "None" in options
+    for option in options:
+        if option == "bool" and isinstance(value, bool):
+            return True
+        if isinstance(value, bool):
+            continue
+        if (option == "int" and isinstance(value, int)) or (option == "float" and isinstance(value, (int, float))):
+            return True
+        if (option == "str" and isinstance(value, str)) or (option == "dict" and isinstance(value, dict)):
+            return True
+        if option.startswith("tuple") and isinstance(value, (tuple, list)):
+            return True
+    return False
+
+
+def check_types(cls, values: dict, where: str) -> None:
+    """Refuse a setting whose value is not of its field's type (one message naming it)."""
+    hints = {f.name: str(f.type) for f in fields(cls)}
+    section = next((k for k, v in _SECTION_TYPES.items() if v is cls), cls.__name__)
+    for name, value in values.items():
+        if name in hints and not _type_ok(hints[name], value):
+            words = " or ".join(_TYPE_WORDS.get(h.strip(), h.strip()) for h in hints[name].split("|"))
+            raise FluxMatchError(f"{where}: {flag(section, name)} must be {words}, got {value!r}")
+
+
 def _section_from_dict(cls, values, where: str):
     if not isinstance(values, dict):
         raise FluxMatchError(f"{where} must be an object of settings, got {type(values).__name__}")
@@ -261,6 +294,7 @@ def _section_from_dict(cls, values, where: str):
     if unknown:
         raise FluxMatchError(f"{where}: unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
     values = dict(values)
+    check_types(cls, values, where)
     if isinstance(values.get("hidden"), list):
         values["hidden"] = tuple(values["hidden"])
     return cls(**values)

@@ -50,10 +50,25 @@ def test_w2_matches_pot_on_numpy_and_flattens():
     assert wasserstein2(x, y) == pytest.approx(expected, rel=1e-9)
 
 
-def test_w2_refuses_huge_problems():
-    x = torch.zeros(5001, 1)
-    with pytest.raises(FluxMatchError, match="sliced_wasserstein2 or subsample"):
-        wasserstein2(x, x)
+def test_w2_caps_big_problems_with_seeded_subsets():
+    x, y = gaussian(80, seed=30), gaussian(60, seed=31, shift=[0.3, 0.0])
+    # Below the cap (80·60 ≤ 70²) the value is the exact W2, whatever the seed.
+    assert wasserstein2(x, y, max_points=70) == wasserstein2(x, y) == wasserstein2(x, y, max_points=70, seed=5)
+    # Above it (80·60 > 50²) each side larger than the cap becomes a seeded subset of 50 rows.
+    capped = wasserstein2(x, y, max_points=50, seed=2)
+    xs = x.double()[torch.randperm(80, generator=torch.Generator().manual_seed(2))[:50]]
+    ys = y.double()[torch.randperm(60, generator=torch.Generator().manual_seed(3))[:50]]
+    cost = ot.dist(xs.numpy(), ys.numpy())
+    assert capped == pytest.approx(math.sqrt(ot.emd2(np.full(50, 1 / 50), np.full(50, 1 / 50), cost)), rel=1e-9)
+    assert capped == wasserstein2(x, y, max_points=50, seed=2) != wasserstein2(x, y, max_points=50, seed=4)
+    # Only the side above the cap is subsampled: 100·10 > 20², y keeps its 10 rows.
+    big, small = gaussian(100, seed=32), gaussian(10, seed=33)
+    xs = big.double()[torch.randperm(100, generator=torch.Generator().manual_seed(0))[:20]]
+    cost = ot.dist(xs.numpy(), small.double().numpy())
+    assert wasserstein2(big, small, max_points=20) == pytest.approx(math.sqrt(ot.emd2(np.full(20, 1 / 20), np.full(10, 1 / 10), cost)), rel=1e-9)
+    assert samples_module.W2_MAX_POINTS == 5000
+    with pytest.raises(FluxMatchError, match="max_points"):
+        wasserstein2(x, y, max_points=0)
 
 
 def test_sliced_w2_of_a_translation():
@@ -148,7 +163,7 @@ def test_sample_metrics_validation():
     diverged = data.clone()
     diverged[[3, 7], 0] = float("nan")
     diverged[9, 1] = float("inf")
-    with pytest.raises(FluxMatchError, match="samples contain 3 non-finite rows.*smaller step size"):
+    with pytest.raises(FluxMatchError, match=r"samples has 3 non-finite row\(s\) of 50 .*smaller step size"):
         sample_metrics(diverged, data)
     with pytest.raises(FluxMatchError, match=r"\(50, 3\).*\(50, 2\)"):
         sample_metrics(gaussian(50, d=3), data)
@@ -158,3 +173,53 @@ def test_sample_metrics_validation():
         sample_metrics(data[:1], data)
     with pytest.raises(FluxMatchError, match="different dimensions"):
         wasserstein2(gaussian(5, d=3), data)
+
+
+def direct_sums(x, y, h):
+    """The pair sums of MMD and energy in one full matrix each (no blocks), float64, with the
+    same centring and the same |a|² + |b|² − 2ab formula as the blocked code."""
+    a, b = samples_module._pair(x, y)
+
+    def d2(u, v, same):
+        out = (u.square().sum(1)[:, None] + v.square().sum(1)[None] - 2 * u @ v.T).clamp_min(0)
+        return out.fill_diagonal_(0.0) if same else out
+
+    n, m = len(a), len(b)
+    k = lambda e: torch.exp(-e / (2 * h * h))  # noqa: E731
+    mmd = (float(k(d2(a, a, True)).sum()) - n) / (n * (n - 1)) + (float(k(d2(b, b, True)).sum()) - m) / (m * (m - 1)) - 2 * float(k(d2(a, b, False)).sum()) / (n * m)
+    energy = 2 * float(d2(a, b, False).sqrt().sum()) / (n * m) - float(d2(a, a, True).sqrt().sum()) / n**2 - float(d2(b, b, True).sqrt().sum()) / m**2
+    return mmd, energy
+
+
+@pytest.mark.parametrize("chunk_elements", [7 * 83, 5 * 83 + 1, 1, 2**22])
+def test_blocked_pair_sums_equal_the_direct_formula(monkeypatch, chunk_elements):
+    # 101 and 83 rows: the blocks (7, 5, 1 rows, or one block) do not divide the row counts.
+    x, y = gaussian(101, d=3, seed=40).double(), gaussian(83, d=3, seed=41, shift=[0.8, 0.0, 0.0]).double()
+    mmd, energy = direct_sums(x, y, 0.9)
+    monkeypatch.setattr(samples_module, "_CHUNK_ELEMENTS", chunk_elements)
+    assert mmd_rbf(x, y, bandwidth=0.9) == pytest.approx(mmd, rel=1e-10)
+    assert energy_distance(x, y) == pytest.approx(energy, rel=1e-10)
+
+
+def test_sliced_w2_in_blocks_of_directions_equals_one_product(monkeypatch):
+    x, y = gaussian(120, d=4, seed=42), gaussian(90, d=4, seed=43, shift=[0.5, 0, 0, 0])
+    whole = sliced_wasserstein2(x, y, n_projections=50, seed=3)
+    # 210 rows: blocks of 2, 1 and 7 directions (the last block of 7 is short).
+    for elements in (420, 1, 7 * 210 + 5):
+        monkeypatch.setattr(samples_module, "_CHUNK_ELEMENTS", elements)
+        assert sliced_wasserstein2(x, y, n_projections=50, seed=3) == pytest.approx(whole, rel=1e-12)
+
+
+@pytest.mark.parametrize("metric", [wasserstein2, sliced_wasserstein2, mmd_rbf, energy_distance])
+def test_two_sample_metrics_refuse_bad_shapes(metric):
+    with pytest.raises(FluxMatchError, match="different dimensions: 3 and 2"):
+        metric(gaussian(5, d=3), gaussian(6))
+    with pytest.raises(FluxMatchError, match="x has no rows"):
+        metric(torch.zeros(0, 2), gaussian(6))
+    with pytest.raises(FluxMatchError, match="y must have one point per row"):
+        metric(gaussian(6), torch.tensor(1.0))
+
+
+def test_mmd_needs_two_rows_per_sample():
+    with pytest.raises(FluxMatchError, match="at least 2 points per sample, got 1 and 6"):
+        mmd_rbf(gaussian(1), gaussian(6))

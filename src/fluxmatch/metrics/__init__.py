@@ -4,9 +4,10 @@ from .diagnostics import ScoreFluxSplit, antisymmetric_jacobian_norm, residual_s
 from .fields import curl_2d, divergence_field, field_on_grid, grid_points, jacobian, mean_abs_curl
 from .images import class_coverage, digit_features, digits_classifier, fd_digits, frechet_distance, gaussian_frechet_distance, image_metrics
 from .mixing import MixingCurve, autocorrelation_time, integrated_autocorrelation_time, mixing_curve, steps_to_reach
-from .samples import energy_distance, mmd_rbf, sample_metrics, sliced_wasserstein2, wasserstein2
+from .samples import W2_MAX_POINTS, energy_distance, mmd_rbf, sample_metrics, sliced_wasserstein2, wasserstein2
 
 __all__ = [
+    "W2_MAX_POINTS",
     "wasserstein2",
     "sliced_wasserstein2",
     "mmd_rbf",

@@ -12,6 +12,7 @@ import torch
 from ..errors import FluxMatchError
 from ..reference import GaussianMixture
 from ..stationarity import stationarity_residual
+from ._checks import require_finite
 from .fields import _as_points, _placement, jacobian
 
 
@@ -22,8 +23,11 @@ def antisymmetric_jacobian_norm(field, points, cond=None) -> float:
 
     Args:
         points: (N, d) (or (N, ...), flattened).
+
+    Raises:
+        FluxMatchError: bad shapes or NaN/inf rows in ``points``.
     """
-    jac = jacobian(field, points, cond)
+    jac = jacobian(field, _as_points(points, "points"), cond)
     return float((0.5 * (jac - jac.transpose(1, 2))).square().sum((1, 2)).sqrt().mean())
 
 
@@ -35,15 +39,32 @@ def residual_stats(field, density: GaussianMixture, points, cond=None, divergenc
     high d). The points are cast to the field's parameter dtype (float64 for a plain function
     given float64 points).
 
+    Args:
+        points: (N, d) points.
+
     Returns:
         ``{"rms", "mean", "max_abs"}`` (units 1/[x]², floats).
+
+    Raises:
+        FluxMatchError: NaN/inf rows in ``points``, or a non-finite residual (the field is not
+            finite there).
     """
-    x = _as_points(points)
+    x = _as_points(points, "points")
     device, dtype = _placement(field, x)
     r = stationarity_residual(field, density, x.to(device, dtype), cond, divergence, 1).detach()
     if not torch.isfinite(r).all():
         raise FluxMatchError("the stationarity residual is NaN or inf: the field is not finite at the points")
     return {"rms": float(r.square().mean().sqrt()), "mean": float(r.mean()), "max_abs": float(r.abs().max())}
+
+
+def _field_minus_score(field, density: GaussianMixture, x: torch.Tensor, cond) -> torch.Tensor:
+    """u = f − s at (n, d) points x, without gradients; raises on a misshapen or non-finite f."""
+    with torch.no_grad():
+        f = field(x, cond)
+    if not isinstance(f, torch.Tensor) or f.shape != x.shape:
+        raise FluxMatchError(f"the field must map points of shape {tuple(x.shape)} to the same shape")
+    require_finite(f, "field(x)")
+    return (f.detach() - density.score(x)).to(x.dtype)
 
 
 @dataclass
@@ -90,6 +111,10 @@ def score_flux_split(
         density: the density p (its exact score s is used).
         cond: the field's conditioning (e.g. σ when ``density`` is p_σ).
         seed: seeds the draws and the potential's initialisation (the global RNG is untouched).
+
+    Raises:
+        FluxMatchError: n < 2 or steps < 1, a field output shaped unlike its (n, d) input, or
+            NaN/inf field values (named ``field(x)``).
     """
     from ..fields import MLPPotential
 
@@ -102,22 +127,15 @@ def score_flux_split(
     opt = torch.optim.Adam(potential.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, int(steps))
 
-    def u_at(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            f = field(x, cond)
-        if not isinstance(f, torch.Tensor) or f.shape != x.shape:
-            raise FluxMatchError(f"the field must map points of shape {tuple(x.shape)} to the same shape")
-        return (f.detach() - density.score(x)).to(x.dtype)
-
     for _ in range(int(steps)):
         x = density.sample(int(n), generator)
-        loss = (potential.gradient(x) + u_at(x)).square().sum(1).mean()
+        loss = (potential.gradient(x) + _field_minus_score(field, density, x, cond)).square().sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         schedule.step()
     x = density.sample(4 * int(n), generator)
-    u = u_at(x)
+    u = _field_minus_score(field, density, x, cond)
     grad = potential.gradient(x, create_graph=False).detach()
     return ScoreFluxSplit(
         fisher=float(u.square().sum(1).mean()),

@@ -22,13 +22,15 @@ import numpy as np
 import torch
 
 from ..errors import FluxMatchError
+from ._checks import require_finite
 
 _CHUNK_ROWS = 4096
 
 Field = Callable[[torch.Tensor, object], torch.Tensor]
 
 
-def _as_points(x) -> torch.Tensor:
+def _as_points(x, name: str = "points") -> torch.Tensor:
+    """(N, ...) points as a detached floating tensor; raises on bad shapes or NaN/inf rows (named ``name``)."""
     if isinstance(x, torch.Tensor):
         t = x.detach()
         if not t.is_floating_point():
@@ -37,9 +39,10 @@ def _as_points(x) -> torch.Tensor:
         try:
             t = torch.as_tensor(np.asarray(x, dtype=np.float32))
         except (TypeError, ValueError):
-            raise FluxMatchError("points must be a numeric array of shape (N, d)") from None
+            raise FluxMatchError(f"{name} must be a numeric array of shape (N, d)") from None
     if t.ndim < 2 or t.shape[0] == 0:
-        raise FluxMatchError(f"points must have shape (N, d) with N ≥ 1 and one point per row, got {tuple(t.shape)}")
+        raise FluxMatchError(f"{name} must have shape (N, d) with N ≥ 1 and one point per row, got {tuple(t.shape)}")
+    require_finite(t, name)
     return t
 
 
@@ -94,7 +97,7 @@ def _jacobian_block(field, x: torch.Tensor, cond, diagonal_only: bool) -> torch.
 
 
 def _run(field, x, cond, diagonal_only: bool) -> torch.Tensor:
-    points = _as_points(x)
+    points = _as_points(x, "x")
     parts = [
         _jacobian_block(field, block, c, diagonal_only).detach().to(points.device)
         for block, c in _blocks(points, cond, _placement(field, points))
@@ -105,15 +108,26 @@ def _run(field, x, cond, diagonal_only: bool) -> torch.Tensor:
 def jacobian(field: Field, x, cond=None) -> torch.Tensor:
     """Jacobian of the field at each point.
 
+    Args:
+        x: (N, d) or (N, ...) points (flattened to d entries).
+
     Returns:
         (N, d, d) tensor J with J[n, i, j] = ∂f_i/∂x_j at point n (row i is the gradient of
         the i-th output coordinate), in units of [f]/[x]. Costs d backward passes.
+
+    Raises:
+        FluxMatchError: points not (N, ...) with N ≥ 1, NaN/inf rows, or a field output shaped
+            unlike x.
     """
     return _run(field, x, cond, diagonal_only=False)
 
 
 def divergence_field(field: Field, x, cond=None) -> torch.Tensor:
-    """Exact divergence ∇·f = Σ_i ∂f_i/∂x_i at each point, (N,), in units of [f]/[x]."""
+    """Exact divergence ∇·f = Σ_i ∂f_i/∂x_i at each point x (N, ...), (N,), in units of [f]/[x].
+
+    Raises:
+        FluxMatchError: as :func:`jacobian`.
+    """
     return _run(field, x, cond, diagonal_only=True).sum(1)
 
 
@@ -122,10 +136,13 @@ def curl_2d(field: Field, x, cond=None) -> torch.Tensor:
 
     Positive where the field turns counter-clockwise; 0 everywhere for a gradient field.
 
+    Args:
+        x: (N, 2) points.
+
     Raises:
-        FluxMatchError: the points are not 2-D.
+        FluxMatchError: the points are not 2-D, or have NaN/inf rows.
     """
-    points = _as_points(x)
+    points = _as_points(x, "x")
     d = points[0].numel()
     if d != 2:
         raise FluxMatchError(f"curl_2d needs 2-D points, got {d} coordinates per point (shape {tuple(points.shape)})")
@@ -134,9 +151,9 @@ def curl_2d(field: Field, x, cond=None) -> torch.Tensor:
 
 
 def mean_abs_curl(field: Field, points, cond=None) -> float:
-    """Mean of |curl_2d| over the points, a scalar summary of how far a planar field is from
-    being a gradient (units of [f]/[x])."""
-    return float(curl_2d(field, points, cond).abs().mean())
+    """Mean of |curl_2d| over the (N, 2) points, a scalar summary of how far a planar field is
+    from being a gradient (units of [f]/[x]). Raises FluxMatchError as :func:`curl_2d`."""
+    return float(curl_2d(field, _as_points(points, "points"), cond).abs().mean())
 
 
 def grid_points(lim, n: int, center=(0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:

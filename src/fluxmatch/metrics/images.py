@@ -35,6 +35,7 @@ from torch import nn
 
 from ..data.digits import N_CLASSES, digits_split
 from ..errors import FluxMatchError
+from ._checks import require_finite
 from .samples import numeric_tensor
 
 CLASSIFIER_VERSION = "digits-cnn32-v1"
@@ -222,9 +223,7 @@ def _digit_batch(images, name: str) -> torch.Tensor:
     if math.prod(x.shape[1:]) != 64:
         raise FluxMatchError(f"{name} must be 8×8 digits shaped (N, 1, 8, 8), (N, 8, 8) or (N, 64), got {tuple(x.shape)}")
     x = x.reshape(x.shape[0], 1, 8, 8)
-    bad = int((~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)).sum())
-    if bad:
-        raise FluxMatchError(f"{bad} of {x.shape[0]} images in {name} contain NaN or inf")
+    require_finite(x, name, unit="image")
     if float(x.min()) >= 0 and float(x.max()) > _PIXEL_LIKE_MAX:
         raise FluxMatchError(
             f"{name} look like pixel intensities (all ≥ 0, max {float(x.max()):g}): the digit metrics take model "
@@ -244,7 +243,13 @@ def digit_features(images, model: DigitsClassifier | None = None) -> torch.Tenso
     Raises:
         FluxMatchError: wrong size, NaN/inf, or pixel-unit input.
     """
-    x = _digit_batch(images, "images")
+    return _features(images, model, "images")
+
+
+@torch.no_grad()
+def _features(images, model: DigitsClassifier | None, name: str) -> torch.Tensor:
+    """:func:`digit_features` with ``name`` in its error messages."""
+    x = _digit_batch(images, name)
     model = digits_classifier() if model is None else model.eval()
     return torch.cat([model.features(x[i : i + _FEATURE_BATCH]) for i in range(0, x.shape[0], _FEATURE_BATCH)]).double()
 
@@ -258,14 +263,17 @@ def gaussian_frechet_distance(mean_a, cov_a, mean_b, cov_b) -> float:
     root of a symmetric PSD matrix: computed from eigenvalues in float64 (negative rounding
     noise clipped to 0), so no complex parts arise. Means (d,), covariances (d, d); the result
     is in squared units of the inputs and is ≥ 0.
+
+    Raises:
+        FluxMatchError: shapes that do not fit one d, or NaN/inf entries (named).
     """
     ma, mb = np.asarray(mean_a, dtype=np.float64), np.asarray(mean_b, dtype=np.float64)
     ca, cb = np.asarray(cov_a, dtype=np.float64), np.asarray(cov_b, dtype=np.float64)
     d = ma.shape[0] if ma.ndim == 1 else -1
     if ma.shape != (d,) or mb.shape != (d,) or ca.shape != (d, d) or cb.shape != (d, d):
         raise FluxMatchError(f"means must be (d,) and covariances (d, d) with one d, got {ma.shape}, {ca.shape}, {mb.shape}, {cb.shape}")
-    if not all(np.isfinite(a).all() for a in (ma, mb, ca, cb)):
-        raise FluxMatchError("means and covariances must be finite")
+    for value, name in ((ma, "mean_a"), (ca, "cov_a"), (mb, "mean_b"), (cb, "cov_b")):
+        require_finite(value, name, unit="entry" if value.ndim == 1 else "row")
     ca, cb = (ca + ca.T) / 2, (cb + cb.T) / 2
     values, vectors = np.linalg.eigh(ca)
     root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
@@ -279,8 +287,7 @@ def _feature_rows(x, name: str) -> np.ndarray:
     a = x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=np.float64)
     if a.ndim != 2 or a.shape[0] < 2:
         raise FluxMatchError(f"{name} must be (N, k) features with N ≥ 2, got shape {a.shape}")
-    if not np.isfinite(a).all():
-        raise FluxMatchError(f"{name} contain NaN or inf")
+    require_finite(a, name)
     return a
 
 
@@ -293,6 +300,9 @@ def frechet_distance(feats_a, feats_b) -> float:
     Returns:
         :func:`gaussian_frechet_distance` of the sample means and unbiased (N−1) covariances, in
         squared feature units. Biased upwards at finite N, M (compare with a floor at equal size).
+
+    Raises:
+        FluxMatchError: not (N, k) with N ≥ 2, different k, or NaN/inf rows.
     """
     a, b = _feature_rows(feats_a, "feats_a"), _feature_rows(feats_b, "feats_b")
     if a.shape[1] != b.shape[1]:
@@ -302,9 +312,14 @@ def frechet_distance(feats_a, feats_b) -> float:
 
 def fd_digits(samples, reference, model: DigitsClassifier | None = None) -> float:
     """FD-digits: :func:`frechet_distance` of :func:`digit_features` of (N, 1, 8, 8) samples and
-    (M, 1, 8, 8) reference digits, both in model units; N, M ≥ 2. Lower is better."""
+    (M, 1, 8, 8) reference digits, both in model units; N, M ≥ 2. Lower is better.
+
+    Raises:
+        FluxMatchError: wrong size, NaN/inf images (named ``samples`` or ``reference``), or
+            pixel-unit input.
+    """
     model = digits_classifier() if model is None else model
-    return frechet_distance(digit_features(samples, model), digit_features(reference, model))
+    return frechet_distance(_features(samples, model, "samples"), _features(reference, model, "reference"))
 
 
 @torch.no_grad()
@@ -320,6 +335,9 @@ def class_coverage(samples, threshold: float = 1 / (2 * N_CLASSES), model: Digit
         ``coverage``: fraction of the 10 classes covered (1.0 for balanced data, 0.1 for one digit);
         ``histogram``: list of the 10 predicted-class shares (sum 1);
         ``entropy``: entropy of that histogram in nats (ln 10 ≈ 2.303 when balanced, 0 for one class).
+
+    Raises:
+        FluxMatchError: a threshold outside (0, 1], wrong size, NaN/inf images, or pixel units.
     """
     if not 0 < float(threshold) <= 1:
         raise FluxMatchError(f"threshold must be in (0, 1], got {threshold!r}")
@@ -358,15 +376,17 @@ def image_metrics(samples, holdout, seed: int = 0, floor_data=None) -> dict:
         ``out_of_range`` (fraction of sample pixels outside [−1, 1], which were clipped).
 
     Raises:
-        FluxMatchError: NaN/inf samples, pixel-unit input, fewer than 2 images.
+        FluxMatchError: NaN/inf images in ``samples``, ``holdout`` or ``floor_data`` (named),
+            pixel-unit input, fewer than 2 images.
     """
     x = _raw_images(samples, "samples")
+    held = _digit_batch(holdout, "holdout")
+    real = digits_split().train_images if floor_data is None else _raw_images(floor_data, "floor_data")
     model = digits_classifier()
     n = x.shape[0]
-    real = digits_split().train_images if floor_data is None else _raw_images(floor_data, "floor_data")
     generator = torch.Generator().manual_seed(int(seed))
     floor_rows = real[torch.randperm(real.shape[0], generator=generator)[: min(n, real.shape[0])]]
-    reference = digit_features(holdout, model)
+    reference = _features(held, model, "holdout")
     coverage = class_coverage(x, model=model)
     return {
         "fd_digits": frechet_distance(digit_features(x, model), reference),

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import FluxMatchError
 from ..samplers.langevin import langevin
+from ._checks import require_finite
 from .samples import mmd_rbf, sliced_wasserstein2, wasserstein2
 
 _BANDWIDTH_POINTS = 2000
@@ -93,10 +94,14 @@ def mixing_curve(
         step_size: Langevin step ε (the SDE's time units).
         steps: step counts ≥ 0 (sorted and deduplicated).
         reference: (M, ...) samples of the target.
-        metric: "w2" (exact, N·M ≤ 25e6), "sliced_w2", "mmd" (MMD², RBF with a bandwidth fixed
+        metric: "w2" (exact; subsets of 5000 points when N·M > 25e6), "sliced_w2", "mmd" (MMD², RBF with a bandwidth fixed
             from the reference) or a callable ``metric(x, y) -> float``.
         cond: the field's conditioning (e.g. σ).
         generator: torch.Generator for the noise.
+
+    Raises:
+        FluxMatchError: bad step counts, shapes that differ, NaN/inf rows in ``x0`` or
+            ``reference``, an unknown metric, or chains that diverge.
     """
     counts = sorted({int(s) for s in steps})
     if not counts or counts[0] < 0:
@@ -104,6 +109,8 @@ def mixing_curve(
     if not isinstance(x0, torch.Tensor) or x0.ndim < 2:
         raise FluxMatchError("x0 must be a tensor of start points (N, ...)")
     reference = torch.as_tensor(reference)
+    require_finite(x0, "x0")
+    require_finite(reference, "reference")
     if reference.shape[1:] != x0.shape[1:]:
         raise FluxMatchError(f"reference points have shape {tuple(reference.shape[1:])}, start points {tuple(x0.shape[1:])}")
     name, distance = _distance_fn(metric, reference)
@@ -122,7 +129,13 @@ def steps_to_reach(curve: MixingCurve, target: float, interpolate: bool = False)
     """The first recorded step count at which the distance is ≤ ``target``; None if never.
 
     With ``interpolate``, the crossing is placed by linear interpolation between that count and
-    the one before it (a float)."""
+    the one before it (a float).
+
+    Raises:
+        FluxMatchError: a NaN/inf ``target`` or NaN/inf distances in the curve.
+    """
+    require_finite(np.asarray(float(target)), "target", unit="value")
+    require_finite(np.asarray(curve.distances, dtype=np.float64), "curve.distances", unit="entry")
     prev = None
     for step, dist in zip(curve.steps, curve.distances):
         if dist <= target:
@@ -158,14 +171,16 @@ def integrated_autocorrelation_time(series, c: float = 5.0) -> float:
 
     Args:
         series: (T,) or (T, chains) values of the statistic, one row per step.
+
+    Raises:
+        FluxMatchError: not (T,) or (T, chains) with T ≥ 4, NaN/inf steps, or a constant series.
     """
     x = np.asarray(series.detach().cpu() if isinstance(series, torch.Tensor) else series, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] < 4:
         raise FluxMatchError(f"series must be (T,) or (T, chains) with T ≥ 4 steps, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise FluxMatchError("the series contains NaN or inf")
+    require_finite(x, "series", unit="step")
     rho = _autocorrelation(x)
     taus = 2.0 * np.cumsum(rho) - 1.0  # taus[M] = 1 + 2 Σ_{t=1}^{M} ρ(t)
     window = np.arange(len(taus)) >= c * taus
@@ -195,11 +210,16 @@ def autocorrelation_time(
     :func:`integrated_autocorrelation_time`.
     Multiply by ``step_size`` for the SDE's time units. Start from (near) equilibrium, e.g. data
     samples, or burn in.
+
+    Raises:
+        FluxMatchError: n_steps < 4, NaN/inf rows in ``x0``, a statistic of the wrong shape, or
+            NaN/inf statistic values (chains that diverged).
     """
     if int(n_steps) < 4:
         raise FluxMatchError(f"n_steps must be ≥ 4, got {n_steps}")
     if statistic is None:
         statistic = _first_coordinate
+    require_finite(x0, "x0")
     x = x0.detach()
     if burn_in:
         x = langevin(field, x, step_size, int(burn_in), c=cond, generator=generator).samples

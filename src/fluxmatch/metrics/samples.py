@@ -5,8 +5,14 @@ torch tensors are both accepted. All arithmetic is done in float64 on the CPU, a
 result is a Python float in the units of the points (squared units for ``mmd_rbf``, which
 returns MMD², and plain units for the others).
 
-Pairwise work is done in row blocks of at most ``_CHUNK_ELEMENTS`` pairs, so N = 10000 stays
-within a few tens of MB.
+Every function refuses NaN or inf rows (:func:`~fluxmatch.metrics._checks.require_finite`)
+before computing anything: a non-finite row would otherwise vanish from some sums and give a
+meaningless, often perfect-looking, score.
+
+Memory is bounded for large samples (N = M = 50000 is fine): MMD and energy distance sum over
+pairs in row blocks of at most ``_CHUNK_ELEMENTS`` pairs (2²² float64 values, 32 MiB, per
+temporary), sliced W2 handles its projections in blocks of about the same number of values,
+and exact W2 is computed on random subsets of at most :data:`W2_MAX_POINTS` points per side.
 """
 
 from __future__ import annotations
@@ -17,10 +23,15 @@ import numpy as np
 import torch
 
 from ..errors import FluxMatchError
+from ._checks import require_finite
 
 _CHUNK_ELEMENTS = 2**22
-_EXACT_W2_MAX_PAIRS = 25_000_000
 _MEDIAN_POINTS = 2000
+
+W2_MAX_POINTS = 5000
+"""Cap of exact W2: when N·M > W2_MAX_POINTS², each sample with more than W2_MAX_POINTS rows is
+replaced by a seeded random subset of W2_MAX_POINTS rows (the cost matrix then has at most 25e6
+entries, 200 MB in float64)."""
 
 
 def numeric_tensor(x, name: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -46,7 +57,11 @@ def _as_rows(x, name: str = "x") -> torch.Tensor:
 
 
 def _pair(x, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, d) and (M, d) float64 rows, centred on their pooled mean; raises on NaN/inf rows or
+    different d."""
     a, b = _as_rows(x, "x"), _as_rows(y, "y")
+    require_finite(a, "x")
+    require_finite(b, "y")
     if a.shape[1] != b.shape[1]:
         raise FluxMatchError(f"the two samples have different dimensions: {a.shape[1]} and {b.shape[1]}")
     # Centring both on a common point keeps |a|² + |b|² - 2ab accurate for data far from 0.
@@ -70,23 +85,31 @@ def _block_sums(a: torch.Tensor, b: torch.Tensor, fn, same: bool = False) -> flo
     return total
 
 
-def wasserstein2(x, y) -> float:
+def wasserstein2(x, y, max_points: int = W2_MAX_POINTS, seed: int = 0) -> float:
     """Exact 2-Wasserstein distance between the two empirical measures (uniform weights).
 
     Solves the optimal transport problem with squared Euclidean cost exactly (POT's network
-    simplex), then takes the square root. Cost and memory grow as N·M, so N·M ≤ 25e6.
+    simplex), then takes the square root. Cost and memory grow as N·M, so the problem is capped:
+    when N·M > ``max_points``², each sample with more than ``max_points`` rows is replaced by a
+    random subset of ``max_points`` rows (drawn with ``seed`` for x and ``seed + 1`` for y), and
+    the value is then the exact W2 between those subsets, an estimate biased upwards by the
+    subsampling. Below the cap the value is exact and does not depend on ``seed``.
+
+    Args:
+        x: (N, ...) points; y: (M, ...) points with the same number of entries per row.
+        max_points: the cap, default :data:`W2_MAX_POINTS` (5000).
+        seed: seeds the subsets when the cap applies.
 
     Raises:
-        FluxMatchError: N·M > 25e6 (use :func:`sliced_wasserstein2` or subsample), or shape
-            mismatch.
+        FluxMatchError: NaN/inf rows, different dimensions, or ``max_points`` < 1.
     """
+    if isinstance(max_points, bool) or int(max_points) < 1:
+        raise FluxMatchError(f"max_points must be a positive integer, got {max_points!r}")
     a, b = _pair(x, y)
+    cap = int(max_points)
+    if a.shape[0] * b.shape[0] > cap * cap:
+        a, b = _subsample(a, cap, int(seed)), _subsample(b, cap, int(seed) + 1)
     n, m = a.shape[0], b.shape[0]
-    if n * m > _EXACT_W2_MAX_PAIRS:
-        raise FluxMatchError(
-            f"exact W2 between {n} and {m} points needs a {n}×{m} cost matrix (> 25e6 entries): "
-            "use sliced_wasserstein2 or subsample"
-        )
     a_np, b_np = a.numpy(), b.numpy()
     import ot  # POT: imported where used, it is the heaviest import of the package
 
@@ -123,6 +146,15 @@ def sliced_wasserstein2(x, y, n_projections: int = 256, seed: int = 0) -> float:
     quantile functions are compared on the union of their jump levels). The directions are
     drawn from a generator seeded with ``seed``, so the value is deterministic. For a pure
     translation by c it is about |c|/sqrt(d).
+
+    Memory: the (N + M) × P projections are handled in blocks of directions of about
+    ``_CHUNK_ELEMENTS`` values (one block, as a single product, while (N + M)·P ≤ 2²²).
+
+    Args:
+        x: (N, ...) points; y: (M, ...) points with the same number of entries per row.
+
+    Raises:
+        FluxMatchError: NaN/inf rows, different dimensions, or ``n_projections`` < 1.
     """
     if int(n_projections) < 1:
         raise FluxMatchError(f"n_projections must be a positive integer, got {n_projections!r}")
@@ -130,7 +162,12 @@ def sliced_wasserstein2(x, y, n_projections: int = 256, seed: int = 0) -> float:
     gen = torch.Generator().manual_seed(int(seed))
     theta = torch.randn(a.shape[1], int(n_projections), generator=gen, dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)
-    return math.sqrt(max(float(_quantile_w2_sq(a @ theta, b @ theta).mean()), 0.0))
+    per_block = max(1, _CHUNK_ELEMENTS // (a.shape[0] + b.shape[0]))
+    if per_block >= theta.shape[1]:
+        values = _quantile_w2_sq(a @ theta, b @ theta)
+    else:
+        values = torch.cat([_quantile_w2_sq(a @ block, b @ block) for block in theta.split(per_block, 1)])
+    return math.sqrt(max(float(values.mean()), 0.0))
 
 
 def _median_bandwidth(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -155,8 +192,16 @@ def mmd_rbf(x, y, bandwidth: float | None = None) -> float:
         bandwidth: h in the units of the points; None uses the median pairwise distance of
             the pooled sample (subsampled to 2000 points with a fixed seed).
 
+    Pair sums run in row blocks of at most ``_CHUNK_ELEMENTS`` pairs (memory independent of N·M).
+
+    Args:
+        x: (N, ...) points; y: (M, ...) points with the same number of entries per row.
+
     Returns:
         MMD² (squared RKHS norm, dimensionless since k ≤ 1) as a float.
+
+    Raises:
+        FluxMatchError: NaN/inf rows, different dimensions, fewer than 2 rows, or a bad bandwidth.
     """
     a, b = _pair(x, y)
     n, m = a.shape[0], b.shape[0]
@@ -183,7 +228,14 @@ def energy_distance(x, y) -> float:
     V-statistic: every mean runs over all pairs, including i = j (which adds 0), so the value
     is the energy distance between the two empirical measures: always ≥ 0, and 0 only when
     the samples coincide as multisets. Under equal laws it is positive with a bias of order
-    E|X - X'|/N. Units: those of the points (not squared).
+    E|X - X'|/N. Units: those of the points (not squared). Pair sums run in row blocks of at
+    most ``_CHUNK_ELEMENTS`` pairs (memory independent of N·M).
+
+    Args:
+        x: (N, ...) points; y: (M, ...) points with the same number of entries per row.
+
+    Raises:
+        FluxMatchError: NaN/inf rows or different dimensions.
     """
     a, b = _pair(x, y)
     n, m = a.shape[0], b.shape[0]
@@ -243,7 +295,9 @@ def sample_metrics(samples, data, reference=None, seed: int = 0, w2_max_points: 
             would get at these sample sizes (the "floor").
         seed: seeds the sliced-W2 directions and the W2 subsets.
         w2_max_points: exact W2 costs O(N·M) memory and more time, so it is computed on random
-            subsets of at most this many points of each sample.
+            subsets of at most this many points of each sample (and never more than
+            :data:`W2_MAX_POINTS`, the cap of :func:`wasserstein2`). MMD and energy use every
+            point, in bounded memory.
 
     Returns:
         dict with ``w2``, ``sliced_w2``, ``mmd`` (MMD², can be slightly negative) and ``energy``,
@@ -256,21 +310,17 @@ def sample_metrics(samples, data, reference=None, seed: int = 0, w2_max_points: 
     s = _check_metric_input(samples, "samples")
     d = _check_metric_input(data, "data")
     _check_trailing(samples, data, "samples")
-    bad = int((~torch.isfinite(s).all(1)).sum())
-    if bad:
-        raise FluxMatchError(f"samples contain {bad} non-finite rows (the sampler diverged: try a smaller step size)")
-    bad = int((~torch.isfinite(d).all(1)).sum())
-    if bad:
-        raise FluxMatchError(f"data contain {bad} non-finite rows")
-    result = _four(s, d, seed, w2_max_points)
+    require_finite(s, "samples", hint=" (the sampler diverged: try a smaller step size)")
+    require_finite(d, "data")
+    r = None
     if reference is not None:
         r = _check_metric_input(reference, "reference")
         _check_trailing(reference, data, "reference")
-        bad = int((~torch.isfinite(r).all(1)).sum())
-        if bad:
-            raise FluxMatchError(f"reference contains {bad} non-finite rows")
+        require_finite(r, "reference")
+    result = _four(s, d, seed, w2_max_points)
+    if r is not None:
         result.update({f"floor_{k}": v for k, v in _four(d, r, seed, w2_max_points).items()})
     return result
 
 
-__all__ = ["wasserstein2", "sliced_wasserstein2", "mmd_rbf", "energy_distance", "sample_metrics"]
+__all__ = ["W2_MAX_POINTS", "wasserstein2", "sliced_wasserstein2", "mmd_rbf", "energy_distance", "sample_metrics"]

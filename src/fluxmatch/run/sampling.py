@@ -7,6 +7,11 @@
   class-conditional field gets every class equally often (or one label) with classifier-free
   guidance;
 - t-conditioned (flow matching): the flow's ODE from N(0, I) at t = 0 to t = 1.
+
+Every path draws in chunks of :data:`CHUNK` samples, one after the other from one generator, so
+memory is bounded by a chunk whatever n is (50,000 samples are fine). A draw of n ≤ CHUNK is one
+sampler call, as before chunking; for n > CHUNK the samples are deterministic for a seed but
+depend on CHUNK (the generator's draws are interleaved chunk by chunk).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from ..fields import ClassifierFreeGuidance
 from ..samplers import edm_sigmas, langevin, predictor_corrector, prior_sample, probability_flow, reverse_sde, solve_ode
 from .run import Run
 
-CHUNK = 1000  # samples per noise-annealed sampler call (bounds the memory of big fields)
+CHUNK = 1000  # samples per sampler call on every path (bounds the memory of big fields and big n)
 
 
 def sampler_for(run: Run, **overrides) -> SamplerSpec:
@@ -52,40 +57,74 @@ def _labels(run: Run, n: int, label) -> torch.Tensor | None:
     return torch.full((n,), int(label), dtype=torch.long)
 
 
+def _chunked(n: int, draw_chunk, progress: bool) -> tuple[torch.Tensor, int]:
+    """Concatenate ``draw_chunk(start, rows, progress)`` → (samples, nfe) over chunks of CHUNK rows.
+
+    With ``progress`` a single chunk shows its sampler's own per-step bar; several chunks show one
+    tqdm bar counting samples across the whole draw instead (the samplers' bars are then off).
+    Returns the (n, ...) samples and the largest nfe of a chunk (all equal for fixed-step samplers).
+    """
+    starts = range(0, n, CHUNK)
+    bar = None
+    if progress and len(starts) > 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"sampling ({len(starts)} chunks)", unit="sample")
+    parts, nfe = [], 0
+    try:
+        for start in starts:
+            rows = min(CHUNK, n - start)
+            x, chunk_nfe = draw_chunk(start, rows, progress and bar is None)
+            parts.append(x)
+            nfe = max(nfe, int(chunk_nfe))
+            if bar is not None:
+                bar.update(rows)
+    finally:
+        if bar is not None:
+            bar.close()
+    return torch.cat(parts), nfe
+
+
 def _langevin(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[torch.Tensor, int]:
     d = math.prod(run.event_shape)
     mean = torch.as_tensor(run.data_meta.get("mean", [0.0] * d), dtype=torch.float32)
     std = torch.as_tensor(run.data_meta.get("std", [1.0] * d), dtype=torch.float32)
     if mean.numel() != d or std.numel() != d:
         raise FluxMatchError(f"{run.run_dir / 'config.json'}: data mean/std have {mean.numel()}/{std.numel()} entries, expected {d}")
-    x0 = (mean + std * torch.randn((n, d), generator=generator)).reshape(n, *run.event_shape)
-    result = langevin(run.field, x0, s.step_size, s.steps, c=run.sigma, generator=generator, progress=progress)
-    return result.samples, result.nfe
+
+    def chunk(start: int, rows: int, bar: bool) -> tuple[torch.Tensor, int]:
+        x0 = (mean + std * torch.randn((rows, d), generator=generator)).reshape(rows, *run.event_shape)
+        result = langevin(run.field, x0, s.step_size, s.steps, c=run.sigma, generator=generator, progress=bar)
+        return result.samples, result.nfe
+
+    return _chunked(n, chunk, progress)
 
 
-def _flow(run: Run, n: int, s: SamplerSpec, generator) -> tuple[torch.Tensor, int]:
-    x0 = torch.randn((n, *run.event_shape), generator=generator)
-    result = solve_ode(run.field, x0, 0.0, 1.0, s.method, s.steps)
-    return result.samples, result.nfe
+def _flow(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[torch.Tensor, int]:
+    def chunk(start: int, rows: int, bar: bool) -> tuple[torch.Tensor, int]:
+        x0 = torch.randn((rows, *run.event_shape), generator=generator)
+        result = solve_ode(run.field, x0, 0.0, 1.0, s.method, s.steps, progress=bar)
+        return result.samples, result.nfe
+
+    return _chunked(n, chunk, progress)
 
 
 def _annealed(run: Run, n: int, s: SamplerSpec, generator, label, progress) -> tuple[torch.Tensor, int]:
     sigmas = edm_sigmas(int(s.steps), s.sigma_min, s.sigma_max, s.rho)
     labels = _labels(run, n, label)
-    parts, nfe = [], 0
-    for start in range(0, n, CHUNK):
-        rows = min(CHUNK, n - start)
+
+    def chunk(start: int, rows: int, bar: bool) -> tuple[torch.Tensor, int]:
         field = run.field if labels is None else ClassifierFreeGuidance(run.field, labels[start : start + rows], float(s.guidance))
         x = prior_sample((rows, *run.event_shape), s.sigma_max, generator)
         if s.method == "sde":
-            result = reverse_sde(field, x, sigmas, generator=generator, progress=progress)
+            result = reverse_sde(field, x, sigmas, generator=generator, progress=bar)
         elif s.method == "pc":
-            result = predictor_corrector(field, x, sigmas, generator=generator, progress=progress)
+            result = predictor_corrector(field, x, sigmas, generator=generator, progress=bar)
         else:
-            result = probability_flow(field, x, sigmas, method=s.method, progress=progress)
-        parts.append(result.samples.float())
-        nfe = result.nfe
-    return torch.cat(parts), nfe
+            result = probability_flow(field, x, sigmas, method=s.method, progress=bar)
+        return result.samples.float(), result.nfe
+
+    return _chunked(n, chunk, progress)
 
 
 def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=None, progress: bool = False) -> tuple[np.ndarray, int]:
@@ -93,6 +132,13 @@ def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=
     non-finite if the sampler diverged), and the field evaluations per sample.
 
     ``sampler`` defaults to the run's own; ``label`` picks one class of a class-conditional run.
+    Every sampler runs on chunks of :data:`CHUNK` samples in turn (memory bounded by a chunk);
+    ``progress`` shows a tqdm bar (per step for one chunk, per sample across several). The
+    same seed gives the same samples; n ≤ CHUNK gives exactly the unchunked draw.
+
+    Raises:
+        FluxMatchError: n not an integer ≥ 1, or a label for a run that takes none (or out of
+            range).
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise FluxMatchError(f"the number of samples must be an integer ≥ 1, got {n!r}")
@@ -105,7 +151,7 @@ def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=
     elif run.conditioning == "time":
         if label is not None:
             raise FluxMatchError(f"the run {run.run_dir} is not class-conditional: it takes no label")
-        x, nfe = _flow(run, int(n), s, generator)
+        x, nfe = _flow(run, int(n), s, generator, progress)
     else:
         x, nfe = _annealed(run, int(n), s, generator, label, progress)
     return x.numpy(), int(nfe)
