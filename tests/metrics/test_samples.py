@@ -223,3 +223,14 @@ def test_two_sample_metrics_refuse_bad_shapes(metric):
 def test_mmd_needs_two_rows_per_sample():
     with pytest.raises(FluxMatchError, match="at least 2 points per sample, got 1 and 6"):
         mmd_rbf(gaussian(1), gaussian(6))
+
+
+def test_the_suite_takes_seeded_subsets_for_the_pair_sums_of_big_samples():
+    from fluxmatch.metrics.samples import _subsample
+
+    x, y = torch.randn(300, 2, generator=torch.Generator().manual_seed(0)), torch.randn(200, 2, generator=torch.Generator().manual_seed(1)) + 0.5
+    capped = sample_metrics(x, y, seed=4, pair_max_points=50)
+    assert capped["mmd"] == pytest.approx(mmd_rbf(_subsample(x.double(), 50, 6), _subsample(y.double(), 50, 7)), rel=1e-12)
+    assert capped["energy"] == pytest.approx(energy_distance(_subsample(x.double(), 50, 6), _subsample(y.double(), 50, 7)), rel=1e-12)
+    full = sample_metrics(x, y, seed=4)
+    assert full["mmd"] == pytest.approx(mmd_rbf(x, y), rel=1e-12) and full["sliced_w2"] == capped["sliced_w2"]
