@@ -34,7 +34,7 @@ def main() -> None:
         rows = []
         for seed in (int(s) for s in args.seeds.split(",")):
             spec = fm.RunSpec(data=fm.DataSpec("digits"), objective=fm.ObjectiveSpec(name=objective), train=fm.TrainSpec(steps=args.steps, seed=seed))
-            m = fm.train_run(spec, Path(args.out) / f"{objective}-{seed}", progress=False)
+            m = fm.train_run(spec, Path(args.out) / f"{objective}-{seed}", progress=False, overwrite=True)
             rows.append({
                 "objective": objective, "seed": seed,
                 **{k: m[k] for k in ("fd_digits", "fd_digits_floor", "class_coverage", "nll_bits_per_dim", "nll_bits_per_dim_se")},

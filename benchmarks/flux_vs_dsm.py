@@ -38,7 +38,7 @@ def main() -> None:
             for seed in (int(s) for s in args.seeds.split(",")):
                 out = Path(args.out) / f"{data}-{objective}-{args.noise}-{seed}"
                 spec = fm.RunSpec(data=fm.DataSpec(data), objective=fm.ObjectiveSpec(name=objective, noise=args.noise), train=fm.TrainSpec(steps=args.steps, seed=seed))
-                m = fm.train_run(spec, out, progress=False)
+                m = fm.train_run(spec, out, progress=False, overwrite=True)
                 row = {
                     "data": data,
                     "objective": objective,

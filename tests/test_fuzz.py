@@ -191,6 +191,7 @@ def sample_argv(draw):
         argv += ["--run", "run"]
     if "--n" not in argv:
         argv += ["--n", "8"]
+    argv.append("--no-progress")
     out = argv[argv.index("--out") + 1] if "--out" in argv else None
     return [command, *argv], out
 

@@ -130,6 +130,7 @@ def _sampler_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--steps", type=int, default=None, help="sampler steps: Langevin steps, noise levels or ODE steps (default: the run's)")
     parser.add_argument("--step-size", type=float, default=None, help="Langevin step size of fixed-σ runs (default: the run's)")
     parser.add_argument("--sampler", default=None, choices=ALL_SAMPLERS, help=f"sampler to {what} with (default: the run's; noise-annealed runs: heun, euler, dopri5, sde, pc)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (shown on a terminal)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -240,6 +241,11 @@ def _train(args) -> None:
         print(f"  {Path(out) / name}")
 
 
+def _bar(args) -> bool:
+    """Whether sample/evaluate show a progress bar: on a terminal, unless --no-progress."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _sampler_overrides(args) -> dict:
     return {"steps": args.steps, "step_size": args.step_size, "method": args.sampler}
 
@@ -248,14 +254,14 @@ def _sample(args) -> None:
     from .run import sample_run
 
     out = args.out or str(Path(args.run) / f"samples-seed{args.seed}.npy")
-    samples = sample_run(args.run, n=args.n, seed=args.seed, out=out, label=args.label, guidance=args.guidance, **_sampler_overrides(args))
+    samples = sample_run(args.run, n=args.n, seed=args.seed, out=out, label=args.label, progress=_bar(args), guidance=args.guidance, **_sampler_overrides(args))
     print(f"wrote {samples.shape[0]} samples of shape {tuple(samples.shape[1:])} to {out}")
 
 
 def _evaluate(args) -> None:
     from .run import evaluate_run
 
-    metrics = evaluate_run(args.run, data=args.data, n=args.n, seed=args.seed, **_sampler_overrides(args))
+    metrics = evaluate_run(args.run, data=args.data, n=args.n, seed=args.seed, progress=_bar(args), **_sampler_overrides(args))
     print(json.dumps(metrics, indent=2))
 
 

@@ -38,7 +38,7 @@ def sample_run(run, n: int = 2000, seed: int = 0, out=None, label=None, progress
     return samples
 
 
-def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, **sampler) -> dict:
+def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, progress: bool = False, **sampler) -> dict:
     """Sample a trained run and measure the samples with its data kind's metric suite.
 
     Args:
@@ -47,6 +47,7 @@ def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, **sampler) -> dic
             data; another file is subsampled). Image runs are evaluated on their own data.
         n: number of samples (and of evaluation points).
         seed: seeds sampling and the evaluation subsets.
+        progress: show a progress bar while sampling.
         sampler: overrides of the run's sampler, as in :func:`sample_run`.
 
     Returns:
@@ -54,9 +55,13 @@ def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, **sampler) -> dic
         images: FD-digits and class coverage for the digits, NLL in bits/dim), ``n`` and ``nfe``.
     """
     run = open_run(run)
-    samples, nfe = draw(run, n, seed, sampler_for(run, **sampler))
+    settings = sampler_for(run, **sampler)
+    # the data first (a changed file, points of another shape): refused before any sampling
+    source = run.kind.reload(run) if data is None else None
+    run.kind.evaluation_rows(run, data, min(n, 8), seed, source)
+    samples, nfe = draw(run, n, seed, settings, progress=progress)
     finite_or_raise(samples, f"run {run.run_dir}")
-    return {**run.kind.metrics(Evaluation(run, samples, seed, data=data, nfe=nfe)), "n": int(samples.shape[0]), "nfe": nfe}
+    return {**run.kind.metrics(Evaluation(run, samples, seed, data=data, nfe=nfe, source=source)), "n": int(samples.shape[0]), "nfe": nfe}
 
 
 def evaluation_pair(run, n: int, seed: int = 0, data=None):
