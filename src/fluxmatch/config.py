@@ -421,9 +421,13 @@ def _choice(value, choices, what: str):
         raise FluxMatchError(f"unknown {what} {value!r}: expected one of {', '.join(map(str, choices))}")
 
 
+#: The largest integer setting (seeds are offset and counts multiplied without overflowing int64).
+MAX_INTEGER = 2**62
+
+
 def _integer(value, what: str, minimum: int = 1):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise FluxMatchError(f"{what} must be an integer ≥ {minimum}, got {value!r}")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_INTEGER):
+        raise FluxMatchError(f"{what} must be an integer from {minimum} to 2**62, got {value!r}")
 
 
 def _number(value, what: str, positive: bool = True):
@@ -436,6 +440,10 @@ def _number(value, what: str, positive: bool = True):
 def _check_values(spec: RunSpec) -> None:
     """Each setting on its own: names among the known ones, numbers in range."""
     o, s, t, e, f = spec.objective, spec.sampler, spec.train, spec.evaluation, spec.field
+    _integer(spec.data.n, "the data subset size (data.n)")
+    _number(spec.data.holdout_fraction, "the held-out fraction", positive=False)
+    if not 0 <= spec.data.holdout_fraction < 1:
+        raise FluxMatchError(f"the held-out fraction must lie in [0, 1), got {spec.data.holdout_fraction!r}")
     _choice(o.name, OBJECTIVES, "objective")
     _choice(o.noise, NOISES, "noise schedule (--noise)")
     _choice(o.sigma_distribution, SIGMA_DISTRIBUTIONS, "σ distribution")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -42,9 +43,10 @@ def test_an_existing_run_is_refused_unless_resumed_or_replaced(run_dir):
     assert directory.training_dir(run_dir, resume=True, overwrite=False) == run_dir
     stage = directory.training_dir(run_dir, resume=False, overwrite=True)
     try:
-        assert stage.parent == run_dir.parent and stage.name.startswith(".ring.new-") and not any(stage.iterdir())
+        assert stage.parent == run_dir.parent and stage.name.startswith(".ring.new-")
+        assert [p.name for p in stage.iterdir()] == [directory.REPLACES] and directory.replacement_target(stage) == run_dir.resolve()
     finally:
-        stage.rmdir()
+        shutil.rmtree(stage)
     with pytest.raises(FluxMatchError, match="not both"):
         directory.training_dir(run_dir, resume=True, overwrite=True)
 
@@ -152,3 +154,58 @@ def test_compare_refuses_image_data(tmp_path):
     with pytest.raises(FluxMatchError, match="compare compares fields on points data"):
         compare_objectives(CompareSettings(data="digits", objectives="dsm", steps=2), tmp_path / "c", progress=False)
     assert not (tmp_path / "c").exists()
+
+
+def test_an_interrupted_replacement_resumes_in_its_staging_directory_and_swaps_in(tmp_path, monkeypatch):
+    import signal
+    from pathlib import Path
+
+    from fluxmatch.data import DataSource
+    from fluxmatch.errors import TrainingInterrupted
+
+    out = tmp_path / "ring"
+    fm.train_run(TINY, out, progress=False)
+    before = _files(out)
+    spec = replace(TINY, train=replace(TINY.train, seed=1, steps=12, checkpoint_every=100))
+    original, calls = DataSource.sample_batch, []
+
+    def batch(self, b, generator=None):
+        calls.append(b)
+        if len(calls) == 5:
+            os.kill(os.getpid(), signal.SIGINT)  # as Ctrl-C during the fifth step
+        return original(self, b, generator)
+
+    monkeypatch.setattr(DataSource, "sample_batch", batch)
+    with pytest.raises(TrainingInterrupted) as stop:
+        fm.train_run(spec, out, progress=False, overwrite=True)
+    stage = Path(stop.value.run_dir)
+    assert stop.value.step == 5 and stage.name.startswith(".ring.new-") and _files(out) == before
+    monkeypatch.setattr(DataSource, "sample_batch", original)
+    metrics = fm.train_run(spec, stage, resume=True, progress=False)
+    assert metrics["train"]["resumed_from"] == 5 and not stage.exists()
+    assert json.loads((out / "config.json").read_text())["run"]["train"]["seed"] == 1
+    assert not (out / directory.REPLACES).exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ring"]
+
+
+def test_a_replacement_waits_for_no_one_a_run_in_use_is_refused(run_dir):
+    from fluxmatch.train.trainer import RunLock
+
+    before = _files(run_dir)
+    with RunLock(run_dir), pytest.raises(FluxMatchError, match="is in use: another trainer"):
+        fm.train_run(TINY, run_dir, progress=False, overwrite=True)
+    assert {k: v for k, v in _files(run_dir).items() if k.name != ".lock"} == before
+    assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".ring.")]
+
+
+def test_overwrite_keeps_files_that_are_not_the_runs(tmp_path):
+    out = tmp_path / "ring"
+    fm.train_run(TINY, out, progress=False)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(FluxMatchError, match="would delete files in .* that are not part of its run \\(notes.txt\\)"):
+        fm.train_run(TINY, out, progress=False, overwrite=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")  # another program's config.json does not make a run
+    with pytest.raises(FluxMatchError, match="not a fluxmatch run"):
+        fm.train_run(TINY, other, progress=False, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and (other / "config.json").read_text() == "{}"

@@ -61,6 +61,7 @@ def test_up_to_one_chunk_equals_the_unchunked_draw(runs, monkeypatch, kind, meth
     for n in (1, 37):
         x, _ = sampling.draw(run, n, seed=5, sampler=s)
         assert x.dtype == np.float32 and np.array_equal(x, unchunked(run, n, 5, method))
+    monkeypatch.setattr(sampling, "POINT_CHUNK", 37)
     monkeypatch.setattr(sampling, "CHUNK", 37)  # n == CHUNK exactly is still one call
     assert np.array_equal(sampling.draw(run, 37, seed=5, sampler=s)[0], unchunked(run, 37, 5, method))
 
@@ -70,6 +71,7 @@ def test_chunked_draws_are_finite_and_deterministic(runs, monkeypatch, kind, met
     run = runs[kind]
     s = sampling.sampler_for(run, method=method)
     _, nfe_one = sampling.draw(run, 7, seed=2, sampler=s)
+    monkeypatch.setattr(sampling, "POINT_CHUNK", 7)
     monkeypatch.setattr(sampling, "CHUNK", 7)
     x, nfe = sampling.draw(run, 30, seed=2, sampler=s)  # chunks of 7, 7, 7, 7 and 2
     assert x.shape == (30, *run.event_shape) and x.dtype == np.float32 and np.isfinite(x).all()
@@ -107,6 +109,7 @@ def test_one_progress_bar_counts_samples_across_the_chunks(runs, monkeypatch, ki
 
     monkeypatch.setattr(tqdm.auto, "tqdm", FakeBar)
     monkeypatch.setattr(FakeBar, "made", [])
+    monkeypatch.setattr(sampling, "POINT_CHUNK", 4)
     monkeypatch.setattr(sampling, "CHUNK", 4)
     reference = sampling.draw(runs[kind], 10, seed=1)[0]
     assert FakeBar.made == []  # no bar unless asked for

@@ -332,9 +332,11 @@ def test_sigterm_checkpoints_the_current_step_and_resumes_bit_identically(tmp_pa
         assert set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want), name
 
 
-def test_a_signal_during_the_last_step_lets_the_run_finish(tmp_path):
-    summary = make(tmp_path, steps=10, data=SignalAt(ring(), 10, signal.SIGINT)).fit()
-    assert summary["steps_run"] == 10
+def test_a_signal_during_the_last_step_stops_after_its_checkpoint(tmp_path):
+    with pytest.raises(TrainingInterrupted, match="SIGINT received: training stopped at step 10") as stop:
+        make(tmp_path, steps=10, data=SignalAt(ring(), 10, signal.SIGINT)).fit()
+    assert stop.value.step == 10 and json.loads((tmp_path / "trainer.json").read_text())["step"] == 10
+    assert make(tmp_path, steps=10).fit(resume=True)["steps_run"] == 0  # resuming the finished run trains nothing
 
 
 def test_training_in_another_thread_leaves_signals_alone(tmp_path):

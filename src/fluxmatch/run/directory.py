@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import fnmatch
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +21,9 @@ from pathlib import Path
 
 from ..errors import FluxMatchError
 from ..train.trainer import LOCK_FILE
+
+#: In a staging directory: the run directory it replaces (JSON ``{"target": path}``).
+REPLACES = ".replaces"
 
 #: Files that mark a directory as a fluxmatch run.
 RUN_MARKERS = ("config.json", "trainer.safetensors", "trainer.json", "model.safetensors", "log.csv")
@@ -29,10 +35,47 @@ def _is_empty(path: Path) -> bool:
     return all(entry.name == LOCK_FILE or (entry.name.startswith(".") and entry.name.endswith(".tmp")) for entry in path.iterdir())
 
 
+#: What a run directory holds besides its checkpoint: what ``--overwrite`` may replace.
+RUN_ARTIFACTS = ("samples.npy", "metrics.json", "*.png", "samples-seed*.npy", LOCK_FILE, ".*.tmp", REPLACES)
+
+
+def _is_run_config(path: Path) -> bool:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(config, dict) and isinstance(config.get("field"), dict) and isinstance(config.get("objective"), dict)
+
+
 def is_run_dir(path) -> bool:
-    """Whether ``path`` is a directory holding (part of) a fluxmatch run."""
+    """Whether ``path`` is a directory holding (part of) a fluxmatch run: a trainer checkpoint, or
+    a config.json with the field and objective sections of a run (another program's config.json
+    or log.csv does not make a directory a run)."""
     path = Path(path)
-    return path.is_dir() and any((path / name).is_file() for name in RUN_MARKERS)
+    return path.is_dir() and ((path / "trainer.safetensors").is_file() or _is_run_config(path / "config.json"))
+
+
+def _is_training_log(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return handle.readline().startswith("step,")
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _is_ours(entry: Path) -> bool:
+    """Whether a directory entry is one a run writes (a config.json or log.csv only if it is a run's)."""
+    if entry.name == "config.json":
+        return _is_run_config(entry)
+    if entry.name == "log.csv":
+        return _is_training_log(entry)
+    return entry.name in RUN_MARKERS or any(fnmatch.fnmatch(entry.name, p) for p in RUN_ARTIFACTS)
+
+
+def foreign_files(path) -> list[str]:
+    """Names in a run directory that are not part of the run (neither its checkpoint files nor
+    :data:`RUN_ARTIFACTS`): what ``--overwrite`` refuses to delete."""
+    return sorted(e.name for e in Path(path).iterdir() if not _is_ours(e))
 
 
 def check_writable_dir(path, what: str = "--out") -> Path:
@@ -62,22 +105,56 @@ def training_dir(out, resume: bool, overwrite: bool) -> Path:
         raise FluxMatchError("give --resume (continue the run) or --overwrite (replace it), not both")
     if resume:
         if not is_run_dir(out):
-            raise FluxMatchError(f"nothing to resume in {out}: it holds no fluxmatch run")
+            raise FluxMatchError(f"nothing to resume in {out}: it holds no fluxmatch run checkpoint")
         return out
     if not out.is_dir() or _is_empty(out):
         return out
-    if not is_run_dir(out):
+    foreign = foreign_files(out)
+    if not is_run_dir(out) and foreign:
         raise FluxMatchError(f"--out {out} is a non-empty directory that is not a fluxmatch run: choose a new or empty directory")
     if not overwrite:
-        raise FluxMatchError(f"{out} already holds a run: --resume continues it, --overwrite replaces it (the old run is kept until the new one is complete)")
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+        if is_run_dir(out):
+            raise FluxMatchError(f"{out} already holds a run: --resume continues it, --overwrite replaces it (the old run is kept until the new one is complete)")
+        raise FluxMatchError(f"{out} holds a run stopped before its first checkpoint (nothing to resume): --overwrite replaces it")
+    if foreign:
+        raise FluxMatchError(f"--overwrite would delete files in {out} that are not part of its run ({', '.join(foreign[:5])}): move them away first, or choose another --out")
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    (stage / REPLACES).write_text(json.dumps({"target": str(out.resolve())}) + "\n", encoding="utf-8")
+    return stage
+
+
+def replacement_target(stage) -> Path | None:
+    """The run directory a staging directory is to replace (None for an ordinary run directory):
+    an interrupted ``--overwrite`` is resumed in its staging directory and swapped in when done."""
+    try:
+        return Path(json.loads((Path(stage) / REPLACES).read_text(encoding="utf-8"))["target"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def swap_in(stage: Path, out: Path) -> None:
-    """Put the complete run in ``stage`` in place of the run in ``out`` (two renames; the old run
-    is removed only after the new one is in place)."""
+    """Put the complete run in ``stage`` in place of the run in ``out``, then remove the old run.
+    Where the system can, the two directories are exchanged in one atomic step; otherwise by two
+    renames (a crash between them leaves the old run in ``.<name>.old-XXXX`` beside ``out``)."""
     stage, out = Path(stage), Path(out)
     if stage == out:
+        return
+    (stage / REPLACES).unlink(missing_ok=True)
+    if not out.exists():
+        os.rename(stage, out)
+        return
+    if _exchange(stage, out):
+        shutil.rmtree(stage, ignore_errors=True)  # now holds the old run
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
     os.rmdir(old)
@@ -114,4 +191,4 @@ def check_output_file(path, what: str = "--out") -> Path:
     return path
 
 
-__all__ = ["RUN_MARKERS", "is_run_dir", "check_writable_dir", "training_dir", "swap_in", "study_dir", "check_output_file"]
+__all__ = ["RUN_MARKERS", "RUN_ARTIFACTS", "REPLACES", "foreign_files", "replacement_target", "is_run_dir", "check_writable_dir", "training_dir", "swap_in", "study_dir", "check_output_file"]

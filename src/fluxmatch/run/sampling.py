@@ -28,7 +28,10 @@ from ..fields import ClassifierFreeGuidance
 from ..samplers import edm_sigmas, langevin, predictor_corrector, prior_sample, probability_flow, reverse_sde, solve_ode
 from .run import Run
 
-CHUNK = 1000  # samples per sampler call on every path (bounds the memory of big fields and big n)
+CHUNK = 1000
+#: Samples per Langevin / flow-ODE call for points (vectors): small rows, so big chunks; a draw of
+#: up to this many points is one call, as before chunking (the same samples for the same seed).
+POINT_CHUNK = 65536  # samples per sampler call on every path (bounds the memory of big fields and big n)
 
 
 def sampler_for(run: Run, **overrides) -> SamplerSpec:
@@ -57,14 +60,21 @@ def _labels(run: Run, n: int, label) -> torch.Tensor | None:
     return torch.full((n,), int(label), dtype=torch.long)
 
 
-def _chunked(n: int, draw_chunk, progress: bool) -> tuple[torch.Tensor, int]:
-    """Concatenate ``draw_chunk(start, rows, progress)`` → (samples, nfe) over chunks of CHUNK rows.
+def _point_rows(run: Run) -> int:
+    """Rows per Langevin / flow call: :data:`POINT_CHUNK` for points, :data:`CHUNK` for images."""
+    return POINT_CHUNK if len(run.event_shape) == 1 else CHUNK
+
+
+def _chunked(n: int, draw_chunk, progress: bool, size: int | None = None) -> tuple[torch.Tensor, int]:
+    """Concatenate ``draw_chunk(start, rows, progress)`` → (samples, nfe) over chunks of ``size``
+    rows (default :data:`CHUNK`).
 
     With ``progress`` a single chunk shows its sampler's own per-step bar; several chunks show one
     tqdm bar counting samples across the whole draw instead (the samplers' bars are then off).
     Returns the (n, ...) samples and the largest nfe of a chunk (all equal for fixed-step samplers).
     """
-    starts = range(0, n, CHUNK)
+    size = CHUNK if size is None else int(size)
+    starts = range(0, n, size)
     bar = None
     if progress and len(starts) > 1:
         from tqdm.auto import tqdm
@@ -73,7 +83,7 @@ def _chunked(n: int, draw_chunk, progress: bool) -> tuple[torch.Tensor, int]:
     parts, nfe = [], 0
     try:
         for start in starts:
-            rows = min(CHUNK, n - start)
+            rows = min(size, n - start)
             x, chunk_nfe = draw_chunk(start, rows, progress and bar is None)
             parts.append(x)
             nfe = max(nfe, int(chunk_nfe))
@@ -97,7 +107,7 @@ def _langevin(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[to
         result = langevin(run.field, x0, s.step_size, s.steps, c=run.sigma, generator=generator, progress=bar)
         return result.samples, result.nfe
 
-    return _chunked(n, chunk, progress)
+    return _chunked(n, chunk, progress, _point_rows(run))
 
 
 def _flow(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[torch.Tensor, int]:
@@ -106,7 +116,7 @@ def _flow(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[torch.
         result = solve_ode(run.field, x0, 0.0, 1.0, s.method, s.steps, progress=bar)
         return result.samples, result.nfe
 
-    return _chunked(n, chunk, progress)
+    return _chunked(n, chunk, progress, _point_rows(run))
 
 
 def _annealed(run: Run, n: int, s: SamplerSpec, generator, label, progress) -> tuple[torch.Tensor, int]:

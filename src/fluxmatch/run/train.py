@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 from pathlib import Path
@@ -13,9 +14,10 @@ from ..errors import FluxMatchError
 from ..kinds import Evaluation, get_kind
 from ..kinds.base import finite_or_raise
 from ..train import TrainConfig, Trainer
+from ..train.trainer import RunLock
 from .artifacts import CHECKPOINT_FILES, plot_loss, save_npy, write_metrics
 from .build import build_field, build_objective
-from .directory import swap_in, training_dir
+from .directory import replacement_target, swap_in, training_dir
 from .run import open_run
 from .sampling import draw
 
@@ -121,15 +123,16 @@ def train_run(spec: RunSpec, out, resume: bool = False, progress: bool = True, o
     and ``files``.
     """
     spec = resolve(spec)
-    final = Path(out)
-    out = training_dir(final, resume, overwrite)
+    out = training_dir(out, resume, overwrite)
+    final = replacement_target(out) or Path(out)  # a staging directory (--overwrite) is swapped in when complete
     try:
-        result = _train_into(spec, out, resume, progress)
+        with RunLock(final) if final != out and final.is_dir() else contextlib.nullcontext():  # no trainer may use the run being replaced
+            result = _train_into(spec, out, resume, progress)
+            swap_in(out, final)
     except BaseException:
-        if out != final and not (out / "trainer.safetensors").is_file():
+        if final != out and not (out / "trainer.safetensors").is_file():
             shutil.rmtree(out, ignore_errors=True)  # a replacement that never checkpointed: nothing to keep
         raise
-    swap_in(out, final)
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import math
 import os
 import signal
@@ -25,7 +26,7 @@ import torch
 from ..errors import FluxMatchError, TrainingInterrupted
 from ..fields import call_field
 from ..objectives import Objective
-from .checkpoint import CONFIG, MODEL, TRAINER_JSON, TRAINER_TENSORS, load_training_state, remove_stale_temporaries, save_checkpoint, sync_trainer_json
+from .checkpoint import CONFIG, MODEL, TRAINER_JSON, TRAINER_TENSORS, atomic_write_bytes, load_training_state, remove_stale_temporaries, save_checkpoint, sync_trainer_json
 from .ema import EMA
 
 try:
@@ -338,12 +339,14 @@ class Trainer:
                 header = reader.fieldnames
                 rows = [row for row in reader if row.get("step") and int(float(row["step"])) <= start]
         header = list(header or columns)
-        handle = path.open("w", newline="")
-        writer = csv.DictWriter(handle, fieldnames=header, extrasaction="ignore", restval="")
+        # the kept rows are written atomically, so that a crash now cannot lose the run's history
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=header, extrasaction="ignore", restval="")
         writer.writeheader()
         writer.writerows(rows)
-        handle.flush()
-        return handle, writer
+        atomic_write_bytes(path, text.getvalue().encode("utf-8"))
+        handle = path.open("a", newline="")
+        return handle, csv.DictWriter(handle, fieldnames=header, extrasaction="ignore", restval="")
 
     def _diverged(self, step: int, what: str, last_checkpoint: int | None) -> FluxMatchError:
         where = (
@@ -502,8 +505,10 @@ class Trainer:
                 loop.bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
             for k in range(start, cfg.steps):
                 self._train_step(loop, k, device)
-                if signals.received is not None and k + 1 < cfg.steps:
+                if signals.received is not None:
                     raise self._stop(loop, signals.received)
+            if signals.received is not None:  # arrived before any step ran (a finished run resumed): its checkpoint stands
+                raise TrainingInterrupted(max(start, cfg.steps), self.out_dir, signals.received, EXIT_CODES.get(signals.received, 1))
         finally:
             torch.set_flush_denormal(False)
             if loop.bar is not None:
