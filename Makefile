@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fluxmatch train --out runs/demo
+	$(BIN)/fluxmatch train --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
