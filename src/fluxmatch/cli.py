@@ -202,16 +202,11 @@ def _number(value) -> str:
     return format_number(value)
 
 
-def _is_run_config(path: Path) -> bool:
-    """Whether ``path`` is a run's config.json with a run spec (older runs have none)."""
-    try:
-        return isinstance(json.loads(path.read_text(encoding="utf-8")).get("run"), dict)
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-        return False
-
-
 def train_spec(args: argparse.Namespace) -> cfg.RunSpec:
     """The resolved run spec of ``fluxmatch train``'s arguments: the preset or spec file, then the flags."""
+    from .run.directory import is_run_dir
+    from .run.train import stored_spec
+
     given = vars(args)
     if "preset" in given and "config" in given:
         raise FluxMatchError("give --preset or --config, not both")
@@ -223,8 +218,8 @@ def train_spec(args: argparse.Namespace) -> cfg.RunSpec:
     elif given.get("resume") and "preset" not in given:
         flagged = cfg.with_options(cfg.RunSpec(), {k: v for k, v in given.items() if k in ("data", "objective")})
         out = Path(given.get("out") or _default_out(flagged.data.spec, flagged.objective.name))
-        if _is_run_config(out / "config.json"):
-            base, _ = cfg.load_spec(out)  # resuming: the run's own spec, which flags may only extend (--steps)
+        if is_run_dir(out):
+            base = stored_spec(out)[0] or base  # resuming: the run's own spec (runs older than specs have none), which flags may only extend
     flags = {k: v for k, v in given.items() if k in cfg.FLAT_OPTIONS or k in cfg.DESIGN_NAMES}
     if flags.get("class_conditional") is False:
         del flags["class_conditional"]

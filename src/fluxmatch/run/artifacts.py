@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from ..train.checkpoint import atomic_write_bytes, atomic_write_json
+from ..train.trainer import RUN_MARKERS
 
-CHECKPOINT_FILES = ["config.json", "model.safetensors", "trainer.safetensors", "trainer.json", "log.csv"]
+CHECKPOINT_FILES = list(RUN_MARKERS)  # config.json, model.safetensors, trainer.safetensors, trainer.json, log.csv
 
 
 def save_npy(path, array: np.ndarray) -> Path:

@@ -1,12 +1,15 @@
 """Where a run is written: an existing run is never destroyed before its replacement exists.
 
-- a new path or an empty directory: the run is trained there;
-- a directory holding a run: refused, unless the run is resumed (``resume``) or replaced
-  (``overwrite``). A replacement is trained in a staging directory beside it
-  (``.<name>.new-XXXX``) and swapped in only once it is complete, so an interrupted or failed
-  replacement leaves the old run whole (and the partial one in the staging directory);
-- anything else (a file, a path under a file, a non-empty directory that is not a run): refused,
-  even with ``overwrite``: fluxmatch replaces only its own run directories.
+- A new path or an empty directory: the run is trained there.
+- A directory holding a run: refused, unless the run is resumed (``resume``) or replaced
+  (``overwrite``).
+- A replacement is trained in a staging directory beside the run (``.<name>.new-XXXX``, which
+  records the run it replaces in ``.replaces``) and swapped in only once it is complete. A failed
+  replacement leaves the old run whole. An interrupted one can be resumed in its staging
+  directory, and is then swapped in.
+- ``overwrite`` deletes only what a run writes (its checkpoint files and :data:`RUN_ARTIFACTS`).
+  Anything else is refused even with ``overwrite``: a file, a path under a file, a non-empty
+  directory that is not a run, or a run directory holding other files.
 """
 
 from __future__ import annotations
@@ -20,23 +23,26 @@ import tempfile
 from pathlib import Path
 
 from ..errors import FluxMatchError
-from ..train.trainer import LOCK_FILE
+from ..train.checkpoint import check_writable_target
+from ..train.trainer import LOCK_FILE, RUN_MARKERS
 
 #: In a staging directory: the run directory it replaces (JSON ``{"target": path}``).
 REPLACES = ".replaces"
 
-#: Files that mark a directory as a fluxmatch run.
-RUN_MARKERS = ("config.json", "trainer.safetensors", "trainer.json", "model.safetensors", "log.csv")
+#: What a killed trainer leaves behind: its (unlocked) lock file and the temporary files of an
+#: unfinished atomic write. A directory holding nothing else counts as empty.
+LEFTOVERS = (LOCK_FILE, ".*.tmp")
+#: What a run directory holds besides its checkpoint files: what ``--overwrite`` may replace.
+RUN_ARTIFACTS = ("samples.npy", "metrics.json", "*.png", "samples-seed*.npy", *LEFTOVERS, REPLACES)
+
+
+def _matches(name: str, patterns) -> bool:
+    return any(fnmatch.fnmatch(name, p) for p in patterns)
 
 
 def _is_empty(path: Path) -> bool:
-    """Whether a directory holds nothing but what a killed trainer leaves behind: its (unlocked)
-    lock file and the temporary files of an unfinished atomic write (``.<name>.*.tmp``)."""
-    return all(entry.name == LOCK_FILE or (entry.name.startswith(".") and entry.name.endswith(".tmp")) for entry in path.iterdir())
-
-
-#: What a run directory holds besides its checkpoint: what ``--overwrite`` may replace.
-RUN_ARTIFACTS = ("samples.npy", "metrics.json", "*.png", "samples-seed*.npy", LOCK_FILE, ".*.tmp", REPLACES)
+    """Whether a directory holds nothing but :data:`LEFTOVERS`."""
+    return all(_matches(entry.name, LEFTOVERS) for entry in path.iterdir())
 
 
 def _is_run_config(path: Path) -> bool:
@@ -69,7 +75,7 @@ def _is_ours(entry: Path) -> bool:
         return _is_run_config(entry)
     if entry.name == "log.csv":
         return _is_training_log(entry)
-    return entry.name in RUN_MARKERS or any(fnmatch.fnmatch(entry.name, p) for p in RUN_ARTIFACTS)
+    return entry.name in RUN_MARKERS or _matches(entry.name, RUN_ARTIFACTS)
 
 
 def foreign_files(path) -> list[str]:
@@ -144,8 +150,11 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def swap_in(stage: Path, out: Path) -> None:
     """Put the complete run in ``stage`` in place of the run in ``out``, then remove the old run.
-    Where the system can, the two directories are exchanged in one atomic step; otherwise by two
-    renames (a crash between them leaves the old run in ``.<name>.old-XXXX`` beside ``out``)."""
+
+    Where the system can, the two directories are exchanged in one atomic step. Otherwise two
+    renames do it, and a crash between them leaves the old run in ``.<name>.old-XXXX`` beside
+    ``out``.
+    """
     stage, out = Path(stage), Path(out)
     if stage == out:
         return
@@ -180,14 +189,11 @@ def check_output_file(path, what: str = "--out") -> Path:
     """``path`` as a Path, after checking a regular file can be written there: a new path or an
     existing regular file (never a symlink, directory, device or FIFO), under a directory."""
     path = Path(path)
-    if path.is_symlink():
-        raise FluxMatchError(f"{what} {path} is a symlink: fluxmatch writes only regular files or new paths")
-    if path.exists() and not path.is_file():
-        kind = "a directory" if path.is_dir() else "not a regular file"
-        raise FluxMatchError(f"{what} {path} is {kind}: name a file to write")
-    check_writable_dir(path.parent, what=f"the directory of {what} {path}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise FluxMatchError(f"{what} {path} is not writable")
+    check_writable_dir(path.parent, what=f"the directory of {what} {path}")  # may not exist yet: it is created
+    if os.path.lexists(path):
+        check_writable_target(path)  # the writer's own check: a regular file, never a symlink, directory or device
+        if not os.access(path, os.W_OK):
+            raise FluxMatchError(f"{what} {path} is not writable")
     return path
 
 

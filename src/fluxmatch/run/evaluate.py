@@ -56,7 +56,7 @@ def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, progress: bool = 
     """
     run = open_run(run)
     settings = sampler_for(run, **sampler)
-    # the data first (a changed file, points of another shape): refused before any sampling
+    # the data first (a changed file, points of another shape, too few rows): refused before any sampling
     source = run.kind.reload(run) if data is None else None
     run.kind.evaluation_rows(run, data, min(n, 8), seed, source)
     samples, nfe = draw(run, n, seed, settings, progress=progress)

@@ -8,10 +8,11 @@
   guidance;
 - t-conditioned (flow matching): the flow's ODE from N(0, I) at t = 0 to t = 1.
 
-Every path draws in chunks of :data:`CHUNK` samples, one after the other from one generator, so
-memory is bounded by a chunk whatever n is (50,000 samples are fine). A draw of n ≤ CHUNK is one
-sampler call, as before chunking; for n > CHUNK the samples are deterministic for a seed but
-depend on CHUNK (the generator's draws are interleaved chunk by chunk).
+Every path draws in chunks, one after the other from one generator, so memory is bounded by a
+chunk whatever n is (50,000 samples are fine): :data:`CHUNK` samples per call for images and on
+the noise-annealed path, :data:`POINT_CHUNK` for points by Langevin or the flow ODE. A draw of at
+most one chunk is one sampler call, as before chunking; a larger draw is deterministic for a seed
+but depends on the chunk size (the generator's draws are interleaved chunk by chunk).
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from ..fields import ClassifierFreeGuidance
 from ..samplers import edm_sigmas, langevin, predictor_corrector, prior_sample, probability_flow, reverse_sde, solve_ode
 from .run import Run
 
+#: Samples per sampler call for images and on the noise-annealed path (bounds the memory of big fields).
 CHUNK = 1000
 #: Samples per Langevin / flow-ODE call for points (vectors): small rows, so big chunks; a draw of
 #: up to this many points is one call, as before chunking (the same samples for the same seed).
-POINT_CHUNK = 65536  # samples per sampler call on every path (bounds the memory of big fields and big n)
+POINT_CHUNK = 65536
 
 
 def sampler_for(run: Run, **overrides) -> SamplerSpec:
@@ -65,15 +67,13 @@ def _point_rows(run: Run) -> int:
     return POINT_CHUNK if len(run.event_shape) == 1 else CHUNK
 
 
-def _chunked(n: int, draw_chunk, progress: bool, size: int | None = None) -> tuple[torch.Tensor, int]:
-    """Concatenate ``draw_chunk(start, rows, progress)`` → (samples, nfe) over chunks of ``size``
-    rows (default :data:`CHUNK`).
+def _chunked(n: int, size: int, draw_chunk, progress: bool) -> tuple[torch.Tensor, int]:
+    """Concatenate ``draw_chunk(start, rows, progress)`` → (samples, nfe) over chunks of ``size`` rows.
 
     With ``progress`` a single chunk shows its sampler's own per-step bar; several chunks show one
     tqdm bar counting samples across the whole draw instead (the samplers' bars are then off).
     Returns the (n, ...) samples and the largest nfe of a chunk (all equal for fixed-step samplers).
     """
-    size = CHUNK if size is None else int(size)
     starts = range(0, n, size)
     bar = None
     if progress and len(starts) > 1:
@@ -107,7 +107,7 @@ def _langevin(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[to
         result = langevin(run.field, x0, s.step_size, s.steps, c=run.sigma, generator=generator, progress=bar)
         return result.samples, result.nfe
 
-    return _chunked(n, chunk, progress, _point_rows(run))
+    return _chunked(n, _point_rows(run), chunk, progress)
 
 
 def _flow(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[torch.Tensor, int]:
@@ -116,7 +116,7 @@ def _flow(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[torch.
         result = solve_ode(run.field, x0, 0.0, 1.0, s.method, s.steps, progress=bar)
         return result.samples, result.nfe
 
-    return _chunked(n, chunk, progress, _point_rows(run))
+    return _chunked(n, _point_rows(run), chunk, progress)
 
 
 def _annealed(run: Run, n: int, s: SamplerSpec, generator, label, progress) -> tuple[torch.Tensor, int]:
@@ -134,7 +134,7 @@ def _annealed(run: Run, n: int, s: SamplerSpec, generator, label, progress) -> t
             result = probability_flow(field, x, sigmas, method=s.method, progress=bar)
         return result.samples.float(), result.nfe
 
-    return _chunked(n, chunk, progress)
+    return _chunked(n, CHUNK, chunk, progress)
 
 
 def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=None, progress: bool = False) -> tuple[np.ndarray, int]:
@@ -142,9 +142,10 @@ def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=
     non-finite if the sampler diverged), and the field evaluations per sample.
 
     ``sampler`` defaults to the run's own; ``label`` picks one class of a class-conditional run.
-    Every sampler runs on chunks of :data:`CHUNK` samples in turn (memory bounded by a chunk);
-    ``progress`` shows a tqdm bar (per step for one chunk, per sample across several). The
-    same seed gives the same samples; n ≤ CHUNK gives exactly the unchunked draw.
+    Every sampler runs on chunks in turn (:data:`CHUNK` or, for points by Langevin or the flow
+    ODE, :data:`POINT_CHUNK` samples; memory bounded by a chunk); ``progress`` shows a tqdm bar
+    (per step for one chunk, per sample across several). The same seed gives the same samples;
+    a draw of at most one chunk is exactly the unchunked draw.
 
     Raises:
         FluxMatchError: n not an integer ≥ 1, or a label for a run that takes none (or out of

@@ -412,7 +412,8 @@ def _normalised(obj):
     return json.loads(json.dumps(obj))
 
 
-def _is_number(value) -> bool:
+def is_finite_number(value) -> bool:
+    """Whether ``value`` is a finite int or float (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -444,7 +445,7 @@ def _checked_description(source: Path, description) -> dict:
         raise invalid(f"unknown format {version!r} (this fluxmatch reads formats 1 to {FORMAT_VERSION}; a newer one may have written it)")
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise invalid(f"'step' must be a non-negative integer, got {step!r}")
-    if decay is not None and not (_is_number(decay) and 0 <= decay < 1):
+    if decay is not None and not (is_finite_number(decay) and 0 <= decay < 1):
         raise invalid(f"'ema_decay' must be a number in [0, 1), got {decay!r}")
     optimizer = description.get("optimizer")
     groups = optimizer.get("param_groups") if isinstance(optimizer, dict) else None
@@ -483,9 +484,9 @@ def sync_trainer_json(run_dir) -> None:
 
     Raises FluxMatchError like :func:`read_trainer_state` and :func:`atomic_write_bytes`.
     """
-    run_dir = Path(run_dir)
-    if TRAINER_KEY in read_metadata(run_dir / TRAINER_TENSORS):
-        _write_if_changed(run_dir / TRAINER_JSON, _json_bytes(read_trainer_state(run_dir)))
+    state = read_trainer_state(run_dir)
+    if state.get("format", 1) >= 2:  # format 1 keeps its state in trainer.json itself
+        _write_if_changed(Path(run_dir) / TRAINER_JSON, _json_bytes(state))
 
 
 def _same_kind(saved, current) -> bool:
@@ -493,7 +494,7 @@ def _same_kind(saved, current) -> bool:
     if current is None or isinstance(current, bool):
         return saved is None or isinstance(saved, bool)
     if isinstance(current, (int, float)):
-        return _is_number(saved)
+        return is_finite_number(saved)
     if isinstance(current, (tuple, list)):
         return isinstance(saved, list) and len(saved) == len(current) and all(_same_kind(s, c) for s, c in zip(saved, current))
     if isinstance(current, str):

@@ -26,7 +26,7 @@ import torch
 from ..errors import FluxMatchError, TrainingInterrupted
 from ..fields import call_field
 from ..objectives import Objective
-from .checkpoint import CONFIG, MODEL, TRAINER_JSON, TRAINER_TENSORS, atomic_write_bytes, load_training_state, remove_stale_temporaries, save_checkpoint, sync_trainer_json
+from .checkpoint import CHECKPOINT_FILES, TRAINER_TENSORS, atomic_write_bytes, is_finite_number, load_training_state, remove_stale_temporaries, save_checkpoint, sync_trainer_json
 from .ema import EMA
 
 try:
@@ -38,14 +38,12 @@ LR_SCHEDULES = ("cosine", "constant")
 LOG_FILE = "log.csv"
 LOG_COLUMNS = ("step", "loss", "grad_norm", "lr", "step_ms")
 LOCK_FILE = ".lock"
-RUN_MARKERS = (TRAINER_TENSORS, CONFIG, LOG_FILE, MODEL, TRAINER_JSON)
-"""Files whose presence means a directory already holds a training run."""
+RUN_MARKERS = (*CHECKPOINT_FILES, LOG_FILE)
+"""The files a training run writes: any of them means a directory already holds a run."""
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,13 +96,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise FluxMatchError(f"{name} must be a positive integer, got {value!r}")
-        if not (_is_number(self.lr) and math.isfinite(self.lr) and 0 < self.lr <= FLOAT32_MAX):
+        if not (is_finite_number(self.lr) and 0 < self.lr <= FLOAT32_MAX):
             raise FluxMatchError(f"the learning rate must be a positive finite number at most {FLOAT32_MAX:.7g} (float32's largest), got {self.lr!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise FluxMatchError(f"unknown learning-rate schedule {self.lr_schedule!r}: expected one of {LR_SCHEDULES}")
-        if not (_is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
+        if not (is_finite_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0):
             raise FluxMatchError(f"the EMA decay must lie in [0, 1), got {self.ema_decay!r}")
-        if self.grad_clip is not None and not (_is_number(self.grad_clip) and math.isfinite(self.grad_clip) and self.grad_clip > 0):
+        if self.grad_clip is not None and not (is_finite_number(self.grad_clip) and self.grad_clip > 0):
             raise FluxMatchError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
 
     def lr_at(self, step: int) -> float:
