@@ -75,6 +75,10 @@ def bad_files(tmp_path, trained):
     nan[7, 1] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     np.savetxt(tmp_path / "three.csv", np.random.default_rng(0).normal(size=(40, 3)), delimiter=",")
+    nan3 = np.random.default_rng(0).normal(size=(20, 6, 2))
+    nan3[4, 2, 1] = np.nan
+    np.save(tmp_path / "nan3.npy", nan3)
+    (tmp_path / "exists.npz").write_bytes(b"mine")
     corrupt = tmp_path / "corrupt"
     shutil.copytree(trained, corrupt)
     payload = (corrupt / "model.safetensors").read_bytes()
@@ -101,6 +105,16 @@ BAD_INPUTS = {
     "step size of an annealed run": (["train", "--noise", "annealed", "--step-size", "0.01", "--steps", "3"], "--step-size applies to Langevin sampling"),
     "a sampler that does not apply (sample)": (["sample", "--run", "{trained}", "--sampler", "sde", "--n", "5"], "--sampler sde does not apply"),
     "preset and config": (["train", "--preset", "digits", "--config", "{tmp}/x.json"], "--preset or --config"),
+    "points named as trajectories": (["train", "--data", "{tmp}/three.csv", "--data-kind", "trajectories", "--steps", "2"], "shape (N, T, D)"),
+    "NaN trajectories": (["train", "--data", "{tmp}/nan3.npy", "--steps", "2"], "NaN"),
+    "a transformer on points": (["train", "--field", "transformer", "--steps", "2"], "--field transformer applies to trajectory data"),
+    "a cyclic graph": (["train", "--field", "dag", "--graph", "0>1,1>0", "--steps", "2"], "cycle"),
+    "a graph larger than the data": (["train", "--field", "dag", "--graph", "0>1,1>2", "--steps", "2"], "out of range for a graph of 2 nodes"),
+    "a DAG field without its graph": (["train", "--field", "dag", "--steps", "2"], "needs its graph"),
+    "simulate over an existing file": (["simulate", "springs", "--n", "5", "--out", "{tmp}/exists.npz"], "--overwrite"),
+    "simulate to a non-npz file": (["simulate", "springs", "--n", "5", "--out", "{tmp}/x.npy"], ".npz"),
+    "simulate bad parameters": (["simulate", "springs", "--n", "5", "--dt", "-1", "--out", "{tmp}/new.npz"], "dt"),
+    "full outside the structure study": (["experiment", "spiral", "--full"], "--full applies to the structure study"),
 }
 
 
@@ -175,3 +189,31 @@ def test_a_signal_checkpoints_the_current_step_and_says_how_to_resume(tmp_path, 
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]["resumed_from"] == step
+
+
+def test_simulate_springs_writes_raw_trajectories_and_their_parameters(tmp_path, capsys):
+    out = tmp_path / "springs.npz"
+    assert run_cli(["simulate", "springs", "--n", "12", "--seed", "3", "--damping", "0.2", "--steps", "20", "--out", str(out)]) == 0
+    assert "wrote 12 springs trajectories" in capsys.readouterr().out
+    with np.load(out) as archive:
+        assert archive["x"].shape == (12, 20, 4) and archive["x"].dtype == np.float32
+        assert float(archive["damping"]) == 0.2 and int(archive["seed"]) == 3
+        assert list(archive["feature_names"]) == ["q1", "v1", "q2", "v2"]
+    first = out.read_bytes()
+    assert run_cli(["simulate", "springs", "--n", "12", "--seed", "3", "--damping", "0.2", "--steps", "20", "--out", str(out), "--overwrite"]) == 0
+    assert out.read_bytes() == first  # the same seed gives the same file
+
+
+def test_train_on_a_trajectory_file_with_a_full_attention_transformer(tmp_path, capsys):
+    data = tmp_path / "springs.npz"
+    assert run_cli(["simulate", "springs", "--n", "40", "--steps", "8", "--out", str(data)]) == 0
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--no-causal", "--width", "8", "--heads", "2", "--depth", "1", "--steps", "4", "--batch-size", "16",
+            "--sample-steps", "3", "--eval-samples", "8", "--snapshot-every", "2", "--out", str(out), "--no-progress"]
+    assert run_cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "springs residual" in printed and "trajectories.png" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["run"]["field"]["causal"] is False and config["field"]["backbone"]["type"] == "transformer"
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["model-0000002.safetensors", "model-0000004.safetensors"]
+    assert np.load(out / "samples.npy").shape == (8, 8, 4)

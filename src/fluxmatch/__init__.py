@@ -24,21 +24,30 @@ from . import data, metrics, train  # noqa: E402 - submodules users reach as fm.
 from .config import PRESETS, DataSpec, EvalSpec, FieldSpec, ObjectiveSpec, RunSpec, SamplerSpec, TrainSpec, load_spec, resolve
 from .coupling import ot_coupling
 from .data import Batch, DataSource, sample_toy
+from .data.scm import simulate_chain
+from .data.springs import SpringParams, dynamics_residual, save_springs, simulate_springs
+from .data.trajectories import TrajectorySource
 from .divergence import divergence, exact_divergence, hutchinson_divergence
 from .dynamics import ReferencePaths, component_ou, reference_langevin, transition_weights, transport_back
 from .errors import FluxMatchError
 from .fields import (
     UNET_PRESETS,
     ClassifierFreeGuidance,
+    DAGField,
     EDMPreconditioned,
     MLPField,
     MLPPotential,
     PreconditionedPotential,
+    TransformerField,
     Unconditional,
     UNet,
     build_field,
     call_field,
+    check_dag,
+    dependency_mask,
+    parse_graph,
     potential_for,
+    transitive_closure,
 )
 from .fields.analytic import AntisymmetricFlux, NonreversibleScore
 from .kinds import DataKind, get_kind, register_kind
@@ -88,7 +97,7 @@ from .objectives import (
 )
 from .paths import OTPath, VEPath, VPPath, make_path
 from .reference import EmpiricalGaussian, GaussianMixture, ScoreDerivatives
-from .run import Run, evaluate_run, evaluation_pair, open_run, sample_run, train_run
+from .run import Run, evaluate_run, evaluation_pair, open_run, sample_run, snapshot_runs, train_run
 from .samplers import (
     AnnealedResult,
     LangevinResult,
@@ -124,6 +133,19 @@ __all__ = [
     "residual_and_gradient",
     "stationarity_residual",
     "MLPField",
+    "TransformerField",
+    "DAGField",
+    "check_dag",
+    "dependency_mask",
+    "parse_graph",
+    "transitive_closure",
+    "SpringParams",
+    "simulate_springs",
+    "save_springs",
+    "dynamics_residual",
+    "simulate_chain",
+    "TrajectorySource",
+    "snapshot_runs",
     "UNet",
     "UNET_PRESETS",
     "EDMPreconditioned",

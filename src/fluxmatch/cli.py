@@ -82,7 +82,7 @@ def _train_parser(commands) -> argparse.ArgumentParser:
     )
     add = train.add_argument
     add("--data", help="toy set (ring, 8gaussians, moons, checkerboard, spirals, triangle), digits (8×8 images), cifar10:PATH or celeba64:PATH (your copy; nothing is downloaded), or a .npy/.npz/.csv file (default: ring)")
-    add("--data-kind", choices=("points", "images"), help="kind of data (default: the kind the data spec names: images for digits/cifar10/celeba64, points otherwise)")
+    add("--data-kind", choices=("points", "images", "trajectories"), help="kind of data (default: the kind the data spec names: images for digits/cifar10/celeba64, trajectories for springs and rank-3 .npy/.npz files, points otherwise)")
     add("--objective", choices=cfg.OBJECTIVES, help="training objective (default: flux)")
     add("--noise", choices=cfg.NOISES, help="noise schedule of flux and dsm: one fixed σ, or annealed over a continuum of σ (default: fixed for points, annealed for images)")
     add("--sigma", type=float, help="fixed σ > 0 in data units (default: 0.2236)")
@@ -108,6 +108,7 @@ def _train_parser(commands) -> argparse.ArgumentParser:
     add("--resume", action="store_true", default=False, help="continue an interrupted run in --out up to --steps (its own training settings; --steps, --device, --checkpoint-every and the sampling and evaluation options may change)")
     add("--overwrite", action="store_true", default=False, help="replace the run in --out: the new run is trained beside it and swapped in only when complete")
     add("--checkpoint-every", type=int, help="write a resumable checkpoint every N steps (default: 500; SIGINT/SIGTERM also write one)")
+    add("--snapshot-every", type=int, help="keep the EMA weights every N steps in <out>/snapshots/ (for measurements through training; default: never)")
     add("--no-progress", action="store_true", default=False, help="hide progress bars")
     add("--preset", choices=tuple(cfg.PRESETS), help="start from a named spec: " + "; ".join(f"{k}: {v}" for k, v in cfg.PRESET_NOTES.items()))
     add("--config", help="start from a spec file (JSON or YAML), or a run's config.json to train the same run again; flags given on the command line win")
@@ -118,12 +119,53 @@ def _train_parser(commands) -> argparse.ArgumentParser:
     design.add_argument("--curl", type=float, metavar="WEIGHT", help="squared distance of the field's curl to 1 (2-D)")
     design.add_argument("--skew", type=float, metavar="WEIGHT", help="reward for the antisymmetric part of the field's Jacobian")
     design.add_argument("--sparsity", type=float, metavar="WEIGHT", help="L1 penalty on the off-diagonal Jacobian (interpretable dependencies)")
+    _structured_options(train)
     image = train.add_argument_group("image runs (--data digits, cifar10:PATH, celeba64:PATH)")
     image.add_argument("--unet", help="UNet size preset: digits, cifar10, celeba64 (default: digits)")
     image.add_argument("--class-conditional", action="store_true", help="condition the field on the labels (classifier-free guidance; 10%% label dropout)")
     image.add_argument("--guidance", type=float, help="classifier-free guidance scale stored as the run's default (default: 1)")
     image.add_argument("--nll-samples", type=int, help="held-out images whose NLL (bits/dim) is measured; 0 skips it (default: 200)")
     return train
+
+
+def _structured_options(train: argparse.ArgumentParser) -> None:
+    group = train.add_argument_group("structured fields (trajectories: --data springs or an (N, T, D) .npy/.npz; DAGs on points)")
+    add = group.add_argument
+    add("--field", choices=cfg.FIELD_FAMILIES, help="field family (default: mlp for points, unet for images, transformer for trajectories)")
+    add("--causal", action=argparse.BooleanOptionalAction, help="transformer: step t attends only to steps ≤ t (default), or with --no-causal to every step")
+    add("--width", type=int, help="transformer width (default: 64)")
+    add("--depth", type=int, help="transformer blocks (default: 2)")
+    add("--heads", type=int, help="transformer attention heads (default: 4)")
+    add("--graph", help="DAG field: edges j>i (0-based variables), quoted, e.g. '0>1,1>2': output i sees x_j and itself (required with --field dag)")
+
+
+def _simulate_parser(commands) -> None:
+    simulate = commands.add_parser(
+        "simulate", help="simulate a data set (the coupled springs) into an .npz file",
+        description="Simulate N trajectories of two unit masses on coupled nonlinear springs "
+        "(dv_i = -k_wall q_i - k_couple (q_i - q_j) - damping v_i - cubic q_i^3, RK4) and write FILE.npz: array x (N, T, 4) "
+        "in raw units, order q1, v1, q2, v2, and the parameters. Train on it with --data FILE.npz.",
+    )
+    simulate.add_argument("system", choices=("springs",), help="what to simulate")
+    simulate.add_argument("--n", type=int, default=2000, help="trajectories (default: 2000)")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed of the initial states (default: 0)")
+    simulate.add_argument("--out", required=True, help="output .npz file (an existing file needs --overwrite)")
+    simulate.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    for name, default, what in SPRING_OPTIONS:
+        simulate.add_argument("--" + name.replace("_", "-"), type=int if name == "steps" else float, default=None, help=f"{what} (default: {default})")
+
+
+#: The springs' parameters on the command line: (SpringParams field, default, help).
+SPRING_OPTIONS = (
+    ("k_wall", 1.0, "spring constant to the walls"),
+    ("k_couple", 0.7, "coupling spring constant"),
+    ("damping", 0.08, "linear damping"),
+    ("cubic", 0.08, "cubic stiffness κ"),
+    ("dt", 0.1, "RK4 time step"),
+    ("steps", 50, "states per trajectory, the initial one included"),
+    ("q_std", 3.0, "std of the initial positions"),
+    ("v_std", 1.5, "std of the initial velocities"),
+)
 
 
 def _sampler_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -135,9 +177,10 @@ def _sampler_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Flux Matching generative models: train, sample, evaluate.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate,compare,experiment}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate,compare,experiment,simulate}")
     commands.required = True
     _train_parser(commands)
+    _simulate_parser(commands)
 
     sample = commands.add_parser("sample", help="draw samples from a trained run", description="Draw samples from a trained run's EMA field, in the data's own units (Langevin dynamics for fixed-σ fields; a noise-annealed sampler for σ-conditioned fields; the ODE for flow matching).")
     sample.add_argument("--run", default=DEFAULT_RUN, help=f"run directory (default: {DEFAULT_RUN})")
@@ -177,10 +220,11 @@ def _build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--overwrite", action="store_true", help="replace the results of an earlier comparison in --out")
     experiment = commands.add_parser(
         "experiment",
-        help="run one of the paper's studies at CPU scale: controllable, mixing, spiral",
-        description="controllable: design weights on a 3-component mixture (frontier of mixing speed, cycle alignment, skewness); mixing: flux with and without the fast-mixing term against DSM (mixing curves); spiral: the ring with a tangential reward, flux against DSM.",
+        help="run one of the paper's studies at CPU scale: controllable, mixing, spiral, structure, dag",
+        description="controllable: design weights on a 3-component mixture (frontier of mixing speed, cycle alignment, skewness); mixing: flux with and without the fast-mixing term against DSM (mixing curves); spiral: the ring with a tangential reward, flux against DSM; "
+        "structure: causal and full-attention transformers on the coupled springs, flux against DSM (W2 through training, the physics check, trajectory plots and a GIF); dag: a DAG-masked field on a nonlinear chain X → Y → Z, flux against DSM, masked and unconstrained.",
     )
-    experiment.add_argument("name", choices=("controllable", "mixing", "spiral"), help="which study")
+    experiment.add_argument("name", choices=("controllable", "mixing", "spiral", "structure", "dag"), help="which study")
     experiment.add_argument("--out", default=None, help="output directory (default: runs/experiment-<name>)")
     experiment.add_argument("--steps", type=int, default=None, help="training steps of every field (default: the study's)")
     experiment.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -188,6 +232,7 @@ def _build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--weight", type=float, default=None, help="mixing: weight of the fast-mixing term (default 0.01); spiral: weight of the rotation reward (default 0.5)")
     experiment.add_argument("--no-progress", action="store_true", help="hide progress bars")
     experiment.add_argument("--overwrite", action="store_true", help="replace the results of an earlier study in --out")
+    experiment.add_argument("--full", action="store_true", help="structure: the official code's sizes (transformer width 512, depth 12, 8 heads, 10,000 steps) on a GPU")
     return parser
 
 
@@ -300,7 +345,13 @@ def _experiment(args) -> None:
         options["steps"] = args.steps
     if args.n is not None:
         options["n"] = args.n
+    if args.full:
+        if args.name != "structure":
+            raise FluxMatchError("--full applies to the structure study")
+        options["full"] = True
     if args.weight is not None:
+        if args.name in ("structure", "dag"):
+            raise FluxMatchError(f"--weight applies to the mixing and spiral studies, not {args.name}")
         if args.name == "controllable":
             raise FluxMatchError("the controllable study sweeps its own weights: --weight applies to mixing and spiral")
         options["mixing_weight" if args.name == "mixing" else "weight"] = args.weight
@@ -318,13 +369,35 @@ def _print_experiment(name: str, report: dict) -> None:
         return
     rows = report["rows"]
     items = list(rows.items()) if isinstance(rows, dict) else [(r["label"], r) for r in rows]
-    keys = [k for k in ("w2", "floor_w2", "mean_abs_curl", "mixing_speed", "cycle_alignment", "skewness") if k in items[0][1]]
-    print(f"{'field':<24}" + "".join(f"{k:>16}" for k in keys))
+    if "floor_w2" in report:
+        print(f"data-vs-data floor W2: {_number(report['floor_w2'])}")
+    columns = ("w2", "best_w2", "floor_w2", "dynamics_relative_rms", "outside_causal_order", "mean_abs_curl", "mixing_speed", "cycle_alignment", "skewness")
+    keys = [k for k in columns if k in items[0][1]]
+    widths = [max(16, len(k) + 2) for k in keys]
+    print(f"{'field':<24}" + "".join(f"{k:>{w}}" for k, w in zip(keys, widths)))
     for label, row in items:
-        print(f"{label:<24}" + "".join(f"{_number(row[k]):>16}" for k in keys))
+        print(f"{label:<24}" + "".join(f"{_number(row[k]):>{w}}" for k, w in zip(keys, widths)))
+    for name, value in (report.get("ratios") or {}).items():
+        print(f"{name}: {value if isinstance(value, str) else _number(value)}")
 
 
-COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "compare": _compare, "experiment": _experiment}
+def _simulate(args) -> None:
+    from .data.springs import SpringParams, save_springs
+    from .train.checkpoint import check_writable_target
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".npz":
+        raise FluxMatchError(f"--out must name an .npz file, got {args.out}")
+    if out.exists() and not args.overwrite:
+        raise FluxMatchError(f"{out} exists: give --overwrite to replace it, or another --out")
+    check_writable_target(out)
+    changes = {name: getattr(args, name) for name, _, _ in SPRING_OPTIONS if getattr(args, name) is not None}
+    params = SpringParams(**changes)
+    path = save_springs(out, args.n, seed=args.seed, params=params)
+    print(f"wrote {args.n} springs trajectories of {params.steps} states × 4 features (q1, v1, q2, v2) to {path}")
+
+
+COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "compare": _compare, "experiment": _experiment, "simulate": _simulate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,7 +39,7 @@ HORIZON_SAMPLERS = ("uniform", "exponential")
 DIVERGENCES = ("auto", "exact", "hutchinson")
 FLOW_PATHS = ("ot", "vp", "ve")
 FLOW_COUPLINGS = ("independent", "ot", "exact", "sinkhorn")
-FIELD_FAMILIES = ("mlp", "unet")
+FIELD_FAMILIES = ("mlp", "unet", "transformer", "dag")
 DESIGN_NAMES = ("mixing", "rotation", "curl", "skew", "sparsity")
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -75,17 +75,27 @@ class FieldSpec:
     """The field's family and size (None: the data kind's default).
 
     Attributes:
-        family: "mlp" (points) or "unet" (images); noise-annealed runs wrap it in EDM's
-            preconditioning.
-        hidden: MLP hidden widths (default (128, 128)).
+        family: "mlp" (points), "unet" (images), "transformer" (trajectories: attention over
+            the time axis) or "dag" (points: output i sees only the variables ``graph`` allows);
+            noise-annealed runs wrap it in EDM's preconditioning.
+        hidden: MLP hidden widths (default (128, 128)); a DAG field's widths per variable
+            (default (64, 64)).
         preset: UNet size preset (default "digits"; see :data:`fluxmatch.fields.UNET_PRESETS`).
         class_conditional: condition the field on the data's labels (classifier-free guidance).
+        causal: transformer: step t attends only to steps ≤ t (default True), else to all steps.
+        width, depth, heads: transformer size (default 64, 2, 4).
+        graph: DAG field: its edges "j>i,..." (0-based variables; j > i lets output i see x_j).
     """
 
     family: str | None = None
     hidden: tuple[int, ...] | None = None
     preset: str | None = None
     class_conditional: bool = False
+    causal: bool | None = None
+    width: int | None = None
+    depth: int | None = None
+    heads: int | None = None
+    graph: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,8 +156,9 @@ class SamplerSpec:
 class TrainSpec:
     """Training settings (see :class:`fluxmatch.train.TrainConfig`).
 
-    ``steps`` and ``batch_size`` default by data kind (points 2000 × 512, images 6000 × 128);
-    ``grad_clip`` None turns clipping off.
+    ``steps`` and ``batch_size`` default by data kind (points 2000 × 512, images 6000 × 128,
+    trajectories 3000 × 256); ``grad_clip`` None turns clipping off; ``snapshot_every`` N keeps
+    the EMA weights every N steps in the run's ``snapshots/`` (curves through training).
     """
 
     steps: int | None = None
@@ -159,6 +170,7 @@ class TrainSpec:
     seed: int = 0
     device: str = "cpu"
     checkpoint_every: int = 500
+    snapshot_every: int | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +218,12 @@ FLAT_OPTIONS = {
     "hidden": ("field", "hidden"),
     "unet": ("field", "preset"),
     "class_conditional": ("field", "class_conditional"),
+    "field": ("field", "family"),
+    "causal": ("field", "causal"),
+    "width": ("field", "width"),
+    "depth": ("field", "depth"),
+    "heads": ("field", "heads"),
+    "graph": ("field", "graph"),
     "sampler": ("sampler", "method"),
     "sample_steps": ("sampler", "steps"),
     "step_size": ("sampler", "step_size"),
@@ -217,6 +235,7 @@ FLAT_OPTIONS = {
     "seed": ("train", "seed"),
     "device": ("train", "device"),
     "checkpoint_every": ("train", "checkpoint_every"),
+    "snapshot_every": ("train", "snapshot_every"),
     "eval_samples": ("evaluation", "n"),
     "nll_samples": ("evaluation", "nll_n"),
 }
@@ -462,7 +481,7 @@ def _check_values(spec: RunSpec) -> None:
         _number(weight, f"the weight of --{name}", positive=False)
     if o.sigma is not None:
         _number(o.sigma, "σ (--sigma)")
-    for name in ("steps", "batch_size", "checkpoint_every"):
+    for name in ("steps", "batch_size", "checkpoint_every", "snapshot_every"):
         _integer(getattr(t, name), name.replace("_", " "))
     _integer(t.seed, "seed", minimum=0)
     _number(t.lr, "the learning rate")
@@ -477,6 +496,10 @@ def _check_values(spec: RunSpec) -> None:
         raise FluxMatchError(f"the guidance scale must be a finite number ≥ 0, got {s.guidance!r}")
     _integer(e.n, "the number of evaluation samples", minimum=2)
     _integer(e.nll_n, "the number of NLL samples", minimum=0)
+    for name in ("width", "depth", "heads"):
+        _integer(getattr(f, name), f"the transformer's {name} (--{name})")
+    if f.graph is not None and (not isinstance(f.graph, str) or not f.graph.strip()):
+        raise FluxMatchError(f"--graph takes the DAG's edges as text like '0>1,1>2', got {f.graph!r}")
     if f.hidden is not None and (not isinstance(f.hidden, tuple) or not f.hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in f.hidden)):
         raise FluxMatchError(f"hidden widths must be one or more positive integers like 128,128, got {f.hidden!r}")
 
@@ -524,12 +547,36 @@ def validate(spec: RunSpec, kind=None) -> None:
     _check_field(spec, conditioning)
 
 
+_TRANSFORMER_OPTIONS = ("causal", "width", "depth", "heads")
+FAMILY_WORDS = {"mlp": "an MLP", "unet": "a UNet", "transformer": "a transformer", "dag": "a DAG-masked MLP"}
+#: Sizes of the structured fields by default (:meth:`fluxmatch.kinds.DataKind.resolve` fills them in).
+TRANSFORMER_DEFAULTS = {"causal": True, "width": 64, "depth": 2, "heads": 4}
+DAG_HIDDEN = (64, 64)
+
+
+def _check_family_options(spec: RunSpec) -> None:
+    """Options of one field family refused on another (the family as set, when it is set)."""
+    f = spec.field
+    here = f"this run's field is {FAMILY_WORDS.get(f.family, f.family)}"
+    if f.family in ("unet", "transformer"):
+        _refuse(spec, "field", "hidden", "MLP fields and DAG fields", here + (" (--unet sets its size)" if f.family == "unet" else " (--width, --depth, --heads set its size)"))
+    if f.family != "unet":
+        _refuse(spec, "field", "preset", "UNet fields (image data)", here)
+    if f.family != "transformer":
+        for key in _TRANSFORMER_OPTIONS:
+            _refuse(spec, "field", key, "transformer fields (--field transformer, trajectory data)", here)
+    if f.family != "dag":
+        _refuse(spec, "field", "graph", "DAG fields (--field dag)", here)
+    elif f.graph is None:
+        raise FluxMatchError("a DAG field needs its graph: --graph with edges like '0>1,1>2' (j>i lets output i see variable j)")
+    if f.family in ("transformer", "dag") and f.class_conditional:
+        raise FluxMatchError(f"--class-conditional applies to UNet fields (labelled image data); {here}")
+
+
 def _check_field(spec: RunSpec, conditioning: str | None) -> None:
     f = spec.field
-    if f.family == "unet":
-        _refuse(spec, "field", "hidden", "MLP fields", "this run's field is a UNet (--unet sets its size)")
-    if f.family == "mlp":
-        _refuse(spec, "field", "preset", "UNet fields (image data)", "this run's field is an MLP")
+    if f.family is not None:
+        _check_family_options(spec)
     if f.class_conditional and conditioning in ("fixed", "time"):
         raise FluxMatchError("--class-conditional applies to noise-annealed runs (classifier-free guidance down the noise schedule); this run trains at one fixed σ")
     if spec.sampler.guidance is not None and conditioning == "sigma" and not f.class_conditional:
@@ -597,7 +644,7 @@ def _resolved_sampler(spec: RunSpec) -> SamplerSpec:
 
 #: Settings a resumed run may change: how long it trains, where, how often it checkpoints, and
 #: how it is sampled and evaluated afterwards (``"*"``: every setting of the section).
-RESUMABLE_CHANGES = (("train", "steps"), ("train", "device"), ("train", "checkpoint_every"), ("sampler", "*"), ("evaluation", "*"))
+RESUMABLE_CHANGES = (("train", "steps"), ("train", "device"), ("train", "checkpoint_every"), ("train", "snapshot_every"), ("sampler", "*"), ("evaluation", "*"))
 
 
 def spec_changes(old: RunSpec, new: RunSpec, allowed=RESUMABLE_CHANGES) -> list[tuple[str, object, object]]:

@@ -6,6 +6,7 @@ on one line and exit non-zero, and a Python user can catch one type.
 """
 
 import math
+import operator
 
 
 class FluxMatchError(ValueError):
@@ -21,6 +22,20 @@ def check_positive(value, name: str) -> float:
     if not math.isfinite(number) or number <= 0:
         raise FluxMatchError(f"{name} must be a positive finite number, got {value!r}")
     return number
+
+
+def check_integer(value, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int, or raise naming ``name`` if it is not an integer ≥ ``minimum``
+    (bools are refused; numpy integers are accepted)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise FluxMatchError(f"{name} must be an integer ≥ {minimum}, got {value!r}") from None
+    if number < minimum:
+        raise FluxMatchError(f"{name} must be an integer ≥ {minimum}, got {number}")
+    return int(number)
 
 
 def check_sigma(sigma) -> float:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fluxmatch.errors import FluxMatchError
-from fluxmatch.fields import EDMPreconditioned, MLPField, MLPPotential, PreconditionedPotential, UNet, potential_for
+from fluxmatch.fields import DAGField, EDMPreconditioned, MLPField, MLPPotential, PreconditionedPotential, TransformerField, UNet, potential_for
 from fluxmatch.fields.potentials import potential_for_dim
 
 
@@ -61,3 +61,26 @@ def test_unknown_families_and_options_are_named():
         potential_for(MLPField(2), n_classes=3)
     with pytest.raises(FluxMatchError, match="data dimension"):
         potential_for_dim(None)
+
+
+def test_a_structured_field_gets_an_unconstrained_potential_on_the_flattened_point():
+    """The score the potential's gradient corrects has no causal or graph structure, so the potential has none."""
+    x = torch.randn(3, 5, 2)
+    for conditioning, c in ((None, None), ("sigma", torch.exp(torch.randn(3))), ("time", torch.rand(3))):
+        potential = potential_for(TransformerField(5, 2, width=8, depth=1, heads=2, conditioning=conditioning))
+        assert isinstance(potential, MLPPotential) and potential.config == {"type": "mlp_potential", "dim": 10, "hidden": [128, 128], "conditioning": conditioning}
+        assert potential.gradient(x, c).shape == x.shape
+    dag = potential_for(DAGField([[0, 1], [0, 0]], hidden=(4,), conditioning="time"), hidden=(16,))
+    assert dag.config == {"type": "mlp_potential", "dim": 2, "hidden": [16], "conditioning": "time"}
+    assert dag.gradient(torch.randn(4, 2), torch.rand(4)).shape == (4, 2)
+
+
+def test_a_preconditioned_structured_field_gets_a_preconditioned_potential_on_its_flattened_point():
+    field = EDMPreconditioned(TransformerField(5, 2, width=8, depth=1, heads=2, conditioning="sigma"), sigma_data=0.7)
+    potential = potential_for(field)
+    assert isinstance(potential, PreconditionedPotential) and potential.sigma_data == 0.7
+    assert potential.backbone.config == {"type": "mlp_scalar", "dim": 10, "hidden": [256, 256], "n_classes": 0}
+    x, sigma = torch.randn(3, 5, 2), torch.exp(torch.randn(3))
+    assert potential.gradient(x, sigma).shape == x.shape
+    dag = potential_for(EDMPreconditioned(DAGField([[0, 1, 0], [0, 0, 1], [0, 0, 0]], hidden=(4,), conditioning="sigma")))
+    assert dag.backbone.dim == 3 and dag.gradient(torch.randn(4, 3), torch.ones(4)).shape == (4, 3)

@@ -19,6 +19,7 @@ import torch
 from ..errors import FluxMatchError
 from .digits import DIGITS_UNITS, HOLDOUT_FRACTION, N_CLASSES, digits_split, from_pixels, load_digits_images, to_pixels
 from .files import FILE_EXTENSIONS, load_array, validate_data
+from .springs import FEATURE_NAMES, SpringParams, dynamics_residual, rk4_step, save_springs, simulate_springs
 from .toy import TOY_DATASETS, _check_count, sample_toy, toy_mixture
 
 DEFAULT_TOY_SIZE = 20000
@@ -359,4 +360,10 @@ __all__ = [
     "sample_toy",
     "toy_mixture",
     "validate_data",
+    "FEATURE_NAMES",
+    "SpringParams",
+    "simulate_springs",
+    "rk4_step",
+    "dynamics_residual",
+    "save_springs",
 ]

@@ -15,10 +15,12 @@ from torch import nn
 
 from ..errors import FluxMatchError
 from .base import Field, ForwardModeField
+from .dag import DAGField, check_dag, dependency_mask, parse_graph, transitive_closure
 from .guidance import ClassifierFreeGuidance, drop_labels, guided
 from .mlp import MLPField, MLPPotential
 from .potentials import potential_for
 from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNetScalar
+from .transformer import TransformerField
 from .unet import UNET_PRESETS, UNet
 
 
@@ -68,6 +70,8 @@ FIELD_TYPES = {
     "mlp_scalar": MLPScalar,
     "edm_potential": PreconditionedPotential,
     "unet_scalar": UNetScalar,
+    "transformer": TransformerField,
+    "dag": DAGField,
 }
 
 
@@ -94,6 +98,12 @@ __all__ = [
     "MLPScalar",
     "PreconditionedPotential",
     "UNetScalar",
+    "TransformerField",
+    "DAGField",
+    "check_dag",
+    "transitive_closure",
+    "dependency_mask",
+    "parse_graph",
     "potential_for",
     "ClassifierFreeGuidance",
     "drop_labels",

@@ -10,7 +10,15 @@ u = f − s (docs/MATH.md §2). The potential should see the data the way the fi
   an :class:`~fluxmatch.fields.MLPScalar` on the flattened point (256-256 by default) or, with
   ``net="unet"``, a :class:`~fluxmatch.fields.UNetScalar` (16 channels). The size of a point
   comes from the backbone (an MLPField's ``dim``, a UNet's ``in_channels`` × ``resolution``²)
-  unless ``event_shape`` or ``dim`` is given.
+  unless ``event_shape`` or ``dim`` is given;
+- a structured field, a :class:`~fluxmatch.fields.TransformerField` (causal in time) or a
+  :class:`~fluxmatch.fields.DAGField` (output i sees only i's parents), gets an UNCONSTRAINED
+  potential: an :class:`~fluxmatch.fields.MLPPotential` on the flattened point (``field.dim``
+  entries, the field's conditioning), or, EDM-preconditioned, the MLPScalar above on
+  ``backbone.dim`` entries. The potential represents the gradient part of u = f − s, and the
+  data score s does not have the field's structure (the score of a causal process at step t
+  depends on later steps too; that of a DAG on children and co-parents), so neither does ∇φ:
+  a potential restricted to the field's structure could not represent it.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ import math
 from torch import nn
 
 from ..errors import FluxMatchError
+from .dag import DAGField
 from .mlp import MLPField, MLPPotential
 from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNetScalar
+from .transformer import TransformerField
 from .unet import UNet
 
 POTENTIAL_NETS = ("mlp", "unet")
@@ -76,8 +86,9 @@ def potential_for_dim(
 
 def _event_shape(field: EDMPreconditioned, event_shape, dim) -> tuple[tuple[int, ...] | None, int]:
     """(event shape or None, entries per point) of an EDM-preconditioned field's points: the given
-    shape, else what the backbone states (an MLPField's ``dim``; a UNet's ``in_channels`` at its
-    ``resolution``), else ``dim``."""
+    shape, else what the backbone states (an MLPField's, TransformerField's or DAGField's ``dim``;
+    a UNet's ``in_channels`` at its ``resolution``), else ``dim``. With no event shape the
+    MLPScalar flattens each point, so (B, T, D) sequences need none."""
     backbone = field.backbone
     if event_shape is None and isinstance(backbone, UNet):
         event_shape = (backbone.in_channels, backbone.resolution, backbone.resolution)
@@ -96,7 +107,8 @@ def potential_for(field, hidden=None, n_classes: int | None = None, net: str = "
     """The potential that matches ``field``'s structure (see the module docstring).
 
     Args:
-        field: an :class:`MLPField` or an :class:`EDMPreconditioned` field.
+        field: an :class:`MLPField`, a :class:`TransformerField` or :class:`DAGField` (an
+            unconstrained MLPPotential on the flattened point), or an :class:`EDMPreconditioned` field.
         hidden: hidden widths of the potential (None: its family's default).
         n_classes: classes of the potential (None: the field's).
         net: "mlp" or "unet" (EDM-preconditioned fields; needs ``event_shape``).
@@ -111,7 +123,7 @@ def potential_for(field, hidden=None, n_classes: int | None = None, net: str = "
         classes = field.n_classes if n_classes is None else int(n_classes)
         shape, d = _event_shape(field, event_shape, dim)
         return potential_for_dim(d, hidden, preconditioned=True, sigma_data=field.sigma_data, n_classes=classes, net=net, event_shape=shape)
-    if isinstance(field, MLPField):
+    if isinstance(field, (MLPField, TransformerField, DAGField)):
         return potential_for_dim(field.dim, hidden, n_classes=n_classes or 0, net=net, event_shape=event_shape, conditioning=field.conditioning)
     raise FluxMatchError(
         f"no default potential matches a {type(field).__name__} field: give the objective a potential module "

@@ -73,11 +73,14 @@ class DataKind(ABC):
 
     def resolve(self, spec):
         """Fill the kind's defaults into a run spec (field family and size, steps, batch, evaluation)."""
-        from ..config import conditioning_of
+        from ..config import DAG_HIDDEN, TRANSFORMER_DEFAULTS, conditioning_of
 
         f, t, e = spec.field, spec.train, spec.evaluation
         family = f.family or self.default_family
-        f = replace(f, family=family, hidden=f.hidden or ((128, 128) if family == "mlp" else None), preset=f.preset or ("digits" if family == "unet" else None))
+        hidden = {"mlp": (128, 128), "dag": DAG_HIDDEN}.get(family)
+        f = replace(f, family=family, hidden=f.hidden or hidden, preset=f.preset or ("digits" if family == "unet" else None))
+        if family == "transformer":
+            f = replace(f, **{k: v if getattr(f, k) is None else getattr(f, k) for k, v in TRANSFORMER_DEFAULTS.items()})
         t = replace(t, steps=t.steps or self.default_steps, batch_size=t.batch_size or self.default_batch)
         e = replace(e, n=e.n or self.default_eval)
         if conditioning_of(spec) == "sigma" and e.nll_n is None:
@@ -159,6 +162,14 @@ def finite_or_raise(samples: np.ndarray, where: str) -> None:
     bad = int((~np.isfinite(samples.reshape(samples.shape[0], -1)).all(1)).sum())
     if bad:
         raise FluxMatchError(f"{bad} of {samples.shape[0]} samples are NaN or inf: the sampler diverged ({where}); try a smaller step size or more steps")
+
+
+def distance_table(metrics: dict) -> list[str]:
+    """The sample distances (W2, sliced W2, MMD², energy) beside their floors, as printed lines."""
+    lines = [f"{'metric':<10} {'samples':>10} {'floor':>10}"]
+    for key in ("w2", "sliced_w2", "mmd", "energy"):
+        lines.append(f"{key:<10} {format_number(metrics.get(key)):>10} {format_number(metrics.get('floor_' + key)):>10}")
+    return lines
 
 
 def format_number(value) -> str:

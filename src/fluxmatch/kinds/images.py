@@ -55,6 +55,8 @@ class Images(DataKind):
         return source
 
     def validate(self, spec) -> None:
+        if spec.field.family in ("transformer", "dag"):
+            raise FluxMatchError(f"--field {spec.field.family} does not apply to image data: image runs train a UNet (--unet sets its size)")
         if spec.objective.name == "flow":
             raise FluxMatchError("--objective flow applies to points data; image data trains flux or dsm")
 

@@ -18,7 +18,7 @@ import torch
 
 from ..data import TOY_DATASETS, DataSource, load_data
 from ..errors import FluxMatchError
-from .base import DataKind, Evaluation, format_number
+from .base import DataKind, Evaluation, distance_table, format_number
 
 
 def data_path(spec) -> str:
@@ -73,6 +73,8 @@ class Points(DataKind):
         return source
 
     def validate(self, spec) -> None:
+        if spec.field.family == "transformer":
+            raise FluxMatchError(f"--field transformer applies to trajectory data (N, T, D: springs or a rank-3 .npy/.npz); {spec.data.spec} is points data")
         if spec.field.class_conditional:
             raise FluxMatchError(f"--class-conditional applies to labelled image data (digits, cifar10:PATH); {spec.data.spec} is points data")
 
@@ -124,9 +126,7 @@ class Points(DataKind):
         return files
 
     def summary(self, metrics: dict) -> list[str]:
-        lines = [f"{'metric':<10} {'samples':>10} {'floor':>10}"]
-        for key in ("w2", "sliced_w2", "mmd", "energy"):
-            lines.append(f"{key:<10} {format_number(metrics.get(key)):>10} {format_number(metrics.get('floor_' + key)):>10}")
+        lines = distance_table(metrics)
         if metrics.get("mean_abs_curl") is not None:
             lines.append(f"mean |curl| of the field on held-out data: {format_number(metrics['mean_abs_curl'])}")
         return lines

@@ -13,6 +13,7 @@ from .build import build_field, build_objective
 from .evaluate import evaluate_run, evaluation_pair, sample_run
 from .run import Run, legacy_spec, open_run
 from .sampling import draw, sampler_for
+from .snapshots import snapshot_runs
 from .train import fit, train_run
 
-__all__ = ["Run", "open_run", "legacy_spec", "build_field", "build_objective", "fit", "train_run", "sample_run", "evaluate_run", "evaluation_pair", "draw", "sampler_for"]
+__all__ = ["Run", "open_run", "legacy_spec", "build_field", "build_objective", "fit", "train_run", "sample_run", "evaluate_run", "evaluation_pair", "draw", "sampler_for", "snapshot_runs"]

@@ -8,7 +8,7 @@ import torch
 
 from ..config import RunSpec, conditioning_of
 from ..errors import FluxMatchError
-from ..fields import UNET_PRESETS, EDMPreconditioned, MLPField, UNet
+from ..fields import UNET_PRESETS, DAGField, EDMPreconditioned, MLPField, TransformerField, UNet, parse_graph
 from ..objectives import DenoisingScoreMatching, FlowMatching, FluxMatching, WithDesign, design_terms
 
 IMAGE_SIGMA_DATA = 0.5  # images in [−1, 1] (EDM's σ_data)
@@ -23,7 +23,8 @@ def build_field(spec: RunSpec, source) -> torch.nn.Module:
     """The field a resolved spec names, for data of ``source``'s shape.
 
     MLP: plain (fixed σ), t-conditioned (flow) or EDM-preconditioned and σ-conditioned
-    (noise-annealed; σ_data the data's RMS). UNet: EDM-preconditioned (σ_data 0.5) at any noise,
+    (noise-annealed; σ_data the data's RMS). Transformer (trajectories) and DAG-masked MLP
+    (points): the same three forms. UNet: EDM-preconditioned (σ_data 0.5) at any noise,
     class-conditional on request.
     """
     f = spec.field
@@ -33,6 +34,8 @@ def build_field(spec: RunSpec, source) -> torch.nn.Module:
         n_classes = int(source.n_classes or 0)
         if n_classes == 0:
             raise FluxMatchError(f"--class-conditional needs labelled data; {spec.data.spec} has no labels")
+    if f.family in ("transformer", "dag"):
+        return _structured_field(spec, source, conditioning)
     if f.family == "mlp":
         if n_classes:
             raise FluxMatchError("--class-conditional applies to UNet fields (--data digits, cifar10:PATH); this run's field is an MLP")
@@ -48,6 +51,28 @@ def build_field(spec: RunSpec, source) -> torch.nn.Module:
         raise FluxMatchError(f"unknown UNet preset {f.preset!r}: expected one of {', '.join(UNET_PRESETS)}")
     unet = UNet(in_channels=int(source.dim[0]), n_classes=n_classes, **UNET_PRESETS[f.preset])
     return EDMPreconditioned(unet, sigma_data=IMAGE_SIGMA_DATA)
+
+
+def _structured_field(spec: RunSpec, source, conditioning: str) -> torch.nn.Module:
+    """A transformer over the time axis of (T, D) trajectories, or a DAG-masked MLP on points;
+    plain at a fixed σ, t-conditioned for flow, EDM-preconditioned when noise-annealed."""
+    f = spec.field
+    if f.family == "transformer":
+        if len(source.dim) != 2:
+            raise FluxMatchError(f"--field transformer applies to trajectories (N, T, D); {spec.data.spec} has points of shape {tuple(source.dim)}")
+
+        def make(c):
+            return TransformerField(int(source.dim[0]), int(source.dim[1]), width=f.width, depth=f.depth, heads=f.heads, causal=f.causal, conditioning=c)
+    else:
+        if len(source.dim) != 1:
+            raise FluxMatchError(f"--field dag applies to points (N, d), one graph node per coordinate; {spec.data.spec} has shape {tuple(source.dim)}")
+        graph = parse_graph(f.graph, int(source.dim[0]))
+
+        def make(c):
+            return DAGField(graph, f.hidden, conditioning=c)
+    if conditioning == "sigma":
+        return EDMPreconditioned(make("sigma"), sigma_data=data_scale(source.data))
+    return make("time" if conditioning == "time" else None)
 
 
 HORIZON_OPTIONS = ("dynamics", "horizon_sampler", "divergence")

@@ -33,7 +33,7 @@ REPLACES = ".replaces"
 #: unfinished atomic write. A directory holding nothing else counts as empty.
 LEFTOVERS = (LOCK_FILE, ".*.tmp")
 #: What a run directory holds besides its checkpoint files: what ``--overwrite`` may replace.
-RUN_ARTIFACTS = ("samples.npy", "metrics.json", "*.png", "samples-seed*.npy", *LEFTOVERS, REPLACES)
+RUN_ARTIFACTS = ("samples.npy", "metrics.json", "*.png", "*.gif", "samples-seed*.npy", "snapshots", *LEFTOVERS, REPLACES)
 
 
 def _matches(name: str, patterns) -> bool:

@@ -28,6 +28,7 @@ def train_config(spec: RunSpec, progress: bool) -> TrainConfig:
     return TrainConfig(
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule, ema_decay=t.ema_decay, grad_clip=t.grad_clip,
         seed=t.seed, log_every=log_every(t.steps), checkpoint_every=t.checkpoint_every, progress=progress, device=t.device,
+        snapshot_every=t.snapshot_every,
     )
 
 

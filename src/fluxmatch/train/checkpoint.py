@@ -356,6 +356,28 @@ def save_checkpoint(
     return run_dir
 
 
+SNAPSHOTS = "snapshots"
+
+
+def save_snapshot(run_dir, ema: EMA, step: int) -> Path:
+    """Keep the EMA weights at ``step`` as ``snapshots/model-<step>.safetensors`` (keyed like
+    model.safetensors), for measurements through training; written atomically."""
+    path = Path(run_dir) / SNAPSHOTS / f"model-{int(step):07d}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_tensors(path, ema.state_dict())
+    return path
+
+
+def list_snapshots(run_dir) -> list[tuple[int, Path]]:
+    """(step, path) of every snapshot of a run, by step."""
+    found = []
+    for path in (Path(run_dir) / SNAPSHOTS).glob("model-*.safetensors"):
+        digits = path.name[len("model-") : -len(".safetensors")]
+        if digits.isdigit():
+            found.append((int(digits), path))
+    return sorted(found)
+
+
 # ---------------------------------------------------------------------------------------------
 # loading
 

@@ -26,7 +26,7 @@ import torch
 from ..errors import FluxMatchError, TrainingInterrupted
 from ..fields import call_field
 from ..objectives import Objective
-from .checkpoint import CHECKPOINT_FILES, TRAINER_TENSORS, atomic_write_bytes, is_finite_number, load_training_state, remove_stale_temporaries, save_checkpoint, sync_trainer_json
+from .checkpoint import CHECKPOINT_FILES, TRAINER_TENSORS, atomic_write_bytes, is_finite_number, load_training_state, remove_stale_temporaries, save_checkpoint, save_snapshot, sync_trainer_json
 from .ema import EMA
 
 try:
@@ -74,6 +74,7 @@ class TrainConfig:
         seed: seeds the global torch RNG (used by the objective) and the data generator.
         log_every: append a row to log.csv every this many steps (and at the last step).
         checkpoint_every: checkpoint every this many steps (and at the last step).
+        snapshot_every: keep the EMA weights every this many steps in ``snapshots/`` (None: never).
         progress: show a tqdm progress bar.
         device: where the field, the objective and each batch live ("cpu", "cuda", "cuda:1",
             or "auto": CUDA when available); checkpoints are always written from CPU copies.
@@ -90,10 +91,13 @@ class TrainConfig:
     checkpoint_every: int = 500
     progress: bool = True
     device: str = "cpu"
+    snapshot_every: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every"):
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "snapshot_every"):
             value = getattr(self, name)
+            if value is None and name == "snapshot_every":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise FluxMatchError(f"{name} must be a positive integer, got {value!r}")
         if not (is_finite_number(self.lr) and 0 < self.lr <= FLOAT32_MAX):
@@ -427,6 +431,8 @@ class Trainer:
             loop.bar.set_postfix({"loss": f"{loop.loss_value:.4g}", **{name: f"{v:.4g}" for name, v in out.terms.items()}}, refresh=False)
         if step % cfg.log_every == 0 or step == cfg.steps:
             self._log(loop)
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+            save_snapshot(self.out_dir, loop.ema, step)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             self._checkpoint(loop, step)
 

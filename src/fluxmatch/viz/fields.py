@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure  # no pyplot: headless, and the user's backend is left alone
+from matplotlib.patches import Rectangle
 
 from ..errors import FluxMatchError  # noqa: E402
 from ..metrics.fields import curl_2d, field_on_grid, grid_points  # noqa: E402
@@ -184,3 +185,40 @@ def plot_fields(path, fields: dict, data=None, cond=None, lim=None, grid: int = 
 
 
 __all__ = ["plot_field", "plot_curl", "plot_fields"]
+
+
+def plot_jacobian_patterns(path, patterns: dict, allowed=None, names=None, title: str | None = None) -> Path:
+    """Heat maps of mean |∂f_i/∂x_j| (row i: output, column j: input), one panel per field.
+
+    Args:
+        patterns: label → (d, d) array of mean absolute Jacobian entries (each panel is scaled
+            by its own largest entry, so the pattern, not the size, is compared).
+        allowed: optional (d, d) boolean mask M[i, j] (output i may see input j): the cells it
+            forbids are hatched, so an entry outside the structure stands out.
+        names: variable names for the axes (default x1..xd).
+    """
+    labels = list(patterns)
+    if not labels:
+        raise FluxMatchError("plot_jacobian_patterns needs at least one pattern")
+    arrays = [np.asarray(patterns[k], dtype=np.float64) for k in labels]
+    d = arrays[0].shape[0]
+    if any(a.shape != (d, d) for a in arrays):
+        raise FluxMatchError(f"every Jacobian pattern must be a square (d, d) array, got shapes {[a.shape for a in arrays]}")
+    names = list(names or [f"x{i + 1}" for i in range(d)])
+    fig = Figure(figsize=(3.2 * len(labels) + 0.6, 3.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(labels)))
+    for ax, label, a in zip(axes, labels, arrays):
+        scaled = a / max(float(a.max()), 1e-30)
+        image = ax.imshow(scaled, cmap="magma", vmin=0, vmax=1)
+        for i in range(d):
+            for j in range(d):
+                ax.text(j, i, f"{scaled[i, j]:.2f}", ha="center", va="center", fontsize=8, color="w" if scaled[i, j] < 0.6 else "k")
+                if allowed is not None and not bool(np.asarray(allowed)[i, j]):
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.6", linewidth=0))
+        ax.set_xticks(range(d), [f"∂{n}" for n in names])
+        ax.set_yticks(range(d), [f"f_{n}" for n in names])
+        ax.set_title(label, fontsize=10)
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="mean |∂f_i/∂x_j| / largest")
+    if title:
+        fig.suptitle(title)
+    return save(fig, path)

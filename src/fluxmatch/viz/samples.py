@@ -27,14 +27,19 @@ _DEFAULT_HALF_WIDTH = 5.0
 _DPI = 120
 
 
-def as_rows(x, name: str) -> np.ndarray:
-    """(N, ...) numpy/torch → (N, d) float64 numpy; a 1-D array becomes (N, 1)."""
+def as_float_array(x, name: str) -> np.ndarray:
+    """numpy/torch/nested lists → float64 numpy, or FluxMatchError naming ``name``."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().double().numpy()
     try:
-        a = np.asarray(x, dtype=np.float64)
+        return np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError):
         raise FluxMatchError(f"{name} is not a numeric array") from None
+
+
+def as_rows(x, name: str) -> np.ndarray:
+    """(N, ...) numpy/torch → (N, d) float64 numpy; a 1-D array becomes (N, 1)."""
+    a = as_float_array(x, name)
     if a.ndim == 0 or a.shape[0] == 0:
         raise FluxMatchError(f"{name} must have at least one point, one per row; got shape {a.shape}")
     return a.reshape(a.shape[0], -1)
