@@ -200,6 +200,8 @@ def test_simulate_springs_writes_raw_trajectories_and_their_parameters(tmp_path,
         assert float(archive["damping"]) == 0.2 and int(archive["seed"]) == 3
         assert list(archive["feature_names"]) == ["q1", "v1", "q2", "v2"]
     first = out.read_bytes()
+    assert run_cli(["simulate", "springs", "--n", "3", "--out", str(out)]) == 2  # an existing file is never replaced unasked
+    assert out.read_bytes() == first
     assert run_cli(["simulate", "springs", "--n", "12", "--seed", "3", "--damping", "0.2", "--steps", "20", "--out", str(out), "--overwrite"]) == 0
     assert out.read_bytes() == first  # the same seed gives the same file
 

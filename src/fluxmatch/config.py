@@ -500,6 +500,10 @@ def _check_values(spec: RunSpec) -> None:
         _integer(getattr(f, name), f"the transformer's {name} (--{name})")
     if f.graph is not None and (not isinstance(f.graph, str) or not f.graph.strip()):
         raise FluxMatchError(f"--graph takes the DAG's edges as text like '0>1,1>2', got {f.graph!r}")
+    if f.graph is not None:
+        from .fields.dag import parse_graph
+
+        parse_graph(f.graph)  # syntax and cycles now; the number of nodes is checked against the data when the field is built
     if f.hidden is not None and (not isinstance(f.hidden, tuple) or not f.hidden or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in f.hidden)):
         raise FluxMatchError(f"hidden widths must be one or more positive integers like 128,128, got {f.hidden!r}")
 

@@ -162,12 +162,15 @@ def test_initial_state_moments():
     assert (corr - torch.eye(4, dtype=torch.float64)).abs().max() < 4 / math.sqrt(n)
 
 
-def test_fast():
-    import time
-
-    start = time.perf_counter()
-    simulate_springs(2000)
-    assert time.perf_counter() - start < 1.0
+def test_relative_residual_takes_a_common_scale():
+    x = simulate_springs(50, seed=4)
+    noisy = x + 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    own = dynamics_residual(noisy)
+    shared = dynamics_residual(noisy, std=[2.0, 2.0, 2.0, 2.0])
+    assert shared["rms"] == own["rms"]
+    assert shared["relative_rms"] == pytest.approx(sum(own["per_feature"]) / 4 / 2.0, rel=1e-12)
+    with pytest.raises(FluxMatchError, match="std must be 4"):
+        dynamics_residual(x, std=[1.0, 2.0])
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,16 @@ def test_a_file_of_trajectories_keeps_a_held_out_split_and_its_parameters(tmp_pa
     assert np.allclose(back, np.sort(raw.reshape(100, -1), axis=0), atol=1e-4)
 
 
+def test_the_statistics_come_from_the_training_rows_only(tmp_path):
+    x = np.random.default_rng(0).normal(size=(50, 4, 2)).astype(np.float32)
+    x[:, :, 0] += np.arange(50, dtype=np.float32)[:, None]  # rows differ in mean, so a split changes the statistics
+    np.save(tmp_path / "t.npy", x)
+    source = file_source(tmp_path / "t.npy", seed=0, holdout_fraction=0.4, n=None)
+    train_raw = source.raw(source.data).reshape(-1, 2)
+    assert np.allclose(source.units["mean"], train_raw.mean(0), atol=1e-4)
+    assert abs(source.units["mean"][0] - float(x[:, :, 0].mean())) > 0.05  # all rows' mean would be another (seed 0's split: by 0.22)
+
+
 def test_a_plain_npy_of_trajectories_is_a_trajectory_file(tmp_path):
     np.save(tmp_path / "t.npy", np.random.default_rng(0).normal(size=(30, 5, 3)).astype(np.float32))
     np.save(tmp_path / "p.npy", np.zeros((30, 3), np.float32))
@@ -63,6 +73,11 @@ def test_bad_trajectories_are_refused():
         check_trajectories(torch.zeros(5, 4), "data.npy")
     with pytest.raises(FluxMatchError, match="at least 2 time steps"):
         check_trajectories(torch.zeros(5, 1, 4), "data.npy")
+
+
+def test_a_corrupt_npz_is_not_taken_for_trajectories(tmp_path):
+    (tmp_path / "broken.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    assert not is_trajectory_file(tmp_path / "broken.npz")
 
 
 def test_a_file_with_nan_is_refused(tmp_path):

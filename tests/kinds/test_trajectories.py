@@ -51,6 +51,9 @@ def test_a_dag_field_takes_a_graph_on_points():
         ({"data": "springs", "hidden": (8,)}, "--hidden applies to MLP fields and DAG fields"),
         ({"data": "springs", "width": 0}, "width .* must be an integer"),
         ({"data": "ring", "field": "dag", "graph": "  "}, "--graph takes the DAG's edges"),
+        ({"data": "ring", "field": "dag", "graph": "0>1,1>0"}, "cycle 0 → 1 → 0"),
+        ({"data": "ring", "field": "dag", "graph": "a;b"}, "bad edge"),
+        ({"data": "ring", "field": "dag", "graph": "0>100000"}, "at most 4096 nodes"),
     ],
 )
 def test_options_that_do_not_apply_are_refused(options, message):

@@ -2,6 +2,7 @@
 objective, the physics check, snapshots through training, and DAG-masked fields on points."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -70,6 +71,24 @@ def test_evaluating_on_trajectories_of_another_shape_is_refused(flux_run, tmp_pa
     fm.save_springs(tmp_path / "short.npz", 20, params=fm.SpringParams(steps=10))
     with pytest.raises(FluxMatchError, match=r"trajectories of shape \(10, 4\).*trained on \(50, 4\)"):
         fm.evaluate_run(flux_run[0], data=str(tmp_path / "short.npz"), n=8)
+
+
+def test_evaluating_on_springs_uses_their_parameters_not_the_runs_file(tmp_path):
+    path = fm.save_springs(tmp_path / "stiff.npz", 80, seed=2, params=fm.SpringParams(k_couple=2.0))
+    fm.train_run(springs_spec(data=str(path)), tmp_path / "run", progress=False)
+    path.unlink()  # evaluating against other data needs nothing of the run's own data
+    metrics = fm.evaluate_run(tmp_path / "run", data="springs", n=8)
+    assert metrics["data_dynamics_relative_rms"] < 1e-5  # fresh springs, checked with the defaults they follow
+
+
+def test_resuming_drops_snapshots_past_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    fm.train_run(springs_spec(snapshot_every=2), out, progress=False)
+    # a snapshot past the checkpoint (step 6), as a run killed between the two would leave it
+    (out / "snapshots" / "model-0000007.safetensors").write_bytes((out / "snapshots" / "model-0000006.safetensors").read_bytes())
+    spec = springs_spec(snapshot_every=2)
+    fm.train_run(replace(spec, train=replace(spec.train, steps=8)), out, resume=True, progress=False)
+    assert [step for step, _ in snapshot_runs(out)] == [2, 4, 6, 8]
 
 
 def test_a_file_of_simulated_springs_is_checked_with_its_own_parameters(tmp_path):

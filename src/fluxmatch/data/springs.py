@@ -238,7 +238,7 @@ def _residual_figures(residual: torch.Tensor, std: torch.Tensor) -> tuple[float,
     return float(residual.pow(2).mean().sqrt()), [float(v) for v in per_feature], float(relative)
 
 
-def dynamics_residual(trajectories, params: SpringParams | None = None) -> dict:
+def dynamics_residual(trajectories, params: SpringParams | None = None, std=None) -> dict:
     """How far trajectories are from following the springs' one-step RK4 map.
 
     For every transition the residual is r = x[:, t+1] − rk4_step(x[:, t]); the persistence
@@ -250,13 +250,16 @@ def dynamics_residual(trajectories, params: SpringParams | None = None) -> dict:
         trajectories: (N, T, 4) numpy array or tensor, T ≥ 2, in RAW units (not z-scored).
         params: the system the trajectories should follow (its ``dt`` is the time between
             states; ``steps`` need not equal T); None: the defaults.
+        std: (4,) per-feature scale of ``relative_rms`` (raw units); None: the trajectories' own
+            std. Give real data's std to compare generated trajectories with real ones on one
+            scale (a model that collapsed to the rest state would otherwise score 0).
 
     Returns:
         dict with
         ``rms``: the root mean square of r over trajectories, transitions and the 4 features,
         in state units; ``per_feature``: list of 4 per-feature RMS of r (q1, v1, q2, v2);
-        ``relative_rms``: the per-feature RMS divided by that feature's std over all
-        trajectories and times, averaged over the features (unit-free);
+        ``relative_rms``: the per-feature RMS divided by that feature's std (``std``, or over
+        all trajectories and times), averaged over the features (unit-free);
         ``persistence_rms``, ``persistence_per_feature``, ``persistence_relative_rms``: the same
         for the persistence baseline; ``transitions``: N·(T − 1).
 
@@ -264,7 +267,13 @@ def dynamics_residual(trajectories, params: SpringParams | None = None) -> dict:
         FluxMatchError: not (N, T, 4) with N ≥ 1 and T ≥ 2, not numeric, or NaN/inf.
     """
     x, p = _as_trajectories(trajectories), _check_params(params)
-    std = x.reshape(-1, 4).std(0, unbiased=False).clamp_min(_MIN_STD)
+    if std is None:
+        std = x.reshape(-1, 4).std(0, unbiased=False)
+    else:
+        std = torch.as_tensor(np.asarray(std, dtype=np.float64)).reshape(-1)
+        if std.numel() != 4 or not bool(torch.isfinite(std).all()):
+            raise FluxMatchError(f"std must be 4 finite per-feature scales (q1, v1, q2, v2), got {std.tolist()}")
+    std = std.clamp_min(_MIN_STD)
     before, after = x[:, :-1], x[:, 1:]
     rms, per_feature, relative = _residual_figures(after - rk4_step(before, p), std)
     p_rms, p_per_feature, p_relative = _residual_figures(after - before, std)

@@ -14,6 +14,7 @@ units (:func:`to_raw`) when they are written.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ def is_trajectory_file(spec) -> bool:
             keys = list(archive.keys())
             key = keys[0] if len(keys) == 1 else next((k for k in ("data", "x", "samples") if k in keys), None)
             return key is not None and archive[key].ndim == 3
-    except (OSError, ValueError, EOFError):
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False  # the points loader will say what is wrong with it
 
 

@@ -71,6 +71,8 @@ class StructureSettings:
                 raise FluxMatchError(f"the structure study's {name} must be a positive integer, got {value!r}")
         if self.n < 2 or self.evaluations > self.steps:
             raise FluxMatchError(f"the structure study needs n ≥ 2 and at most one evaluation per step (n {self.n}, evaluations {self.evaluations}, steps {self.steps})")
+        if self.steps % self.evaluations:
+            raise FluxMatchError(f"the structure study's steps ({self.steps}) must be a multiple of its {self.evaluations} evaluations through training, e.g. {self.steps - self.steps % self.evaluations}")
 
 
 #: The official code's sizes (experiments/exp5_embed_structure): for a GPU.
@@ -80,13 +82,13 @@ FULL = StructureSettings(steps=10000, lr=3e-4, width=512, depth=12, heads=8, eva
 def variant_spec(settings: StructureSettings, objective: str, causal: bool) -> RunSpec:
     """The run spec of one variant (snapshots every steps/evaluations steps, the last at the end)."""
     s = settings
-    every = s.steps // s.evaluations
+    every = s.steps // s.evaluations  # a whole number of snapshots: StructureSettings checks it
     return RunSpec(
         data=DataSpec("springs", n=s.n_train),
         field=FieldSpec(family="transformer", causal=causal, width=s.width, depth=s.depth, heads=s.heads),
         objective=ObjectiveSpec(name=objective, noise="annealed", sigma_distribution="loguniform"),
         sampler=SamplerSpec(steps=s.sample_steps),
-        train=TrainSpec(steps=every * s.evaluations, batch_size=s.batch_size, lr=s.lr, seed=s.seed, device=s.device, snapshot_every=every),
+        train=TrainSpec(steps=s.steps, batch_size=s.batch_size, lr=s.lr, seed=s.seed, device=s.device, snapshot_every=every),
         evaluation=EvalSpec(n=s.n),
     )
 

@@ -129,6 +129,10 @@ def dependency_mask(adjacency, include_self: bool = True) -> torch.Tensor:
 _EDGE = re.compile(r"(\d+)\s*>\s*(\d+)")
 
 
+#: The most nodes a graph read from text may have when its size is not given.
+MAX_NODES = 4096
+
+
 def parse_graph(text: str, d: int | None = None) -> torch.Tensor:
     """The (d, d) bool adjacency matrix of a graph written "j>i,…" (0-based nodes, edges j → i).
 
@@ -157,6 +161,8 @@ def parse_graph(text: str, d: int | None = None) -> torch.Tensor:
         if not edges:
             raise FluxMatchError("a graph without edges needs its number of nodes: give d")
         d = max(max(edge) for edge in edges) + 1
+        if d > MAX_NODES:
+            raise FluxMatchError(f"the graph {text!r} names node {d - 1}: graphs of at most {MAX_NODES} nodes are supported")
     d = positive_int(d, "the number of nodes d")
     matrix = torch.zeros(d, d, dtype=torch.bool)
     for j, i in edges:

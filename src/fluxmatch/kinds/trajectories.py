@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..data import load_data
-from ..data.springs import dynamics_residual
+from ..data.springs import SpringParams, dynamics_residual, load_springs_params
 from ..data.trajectories import SPRINGS, check_trajectories, file_source, is_trajectory_file, springs_source, to_model, to_raw
 from ..errors import FluxMatchError
 from .base import DataKind, Evaluation, distance_table, format_number
@@ -27,8 +27,10 @@ from .points import data_path, split_pair
 
 
 def _dynamics(samples_raw: np.ndarray, held_raw: np.ndarray, params) -> dict:
-    """The springs' physics check of samples beside held-out data (raw units)."""
-    generated, real = dynamics_residual(samples_raw, params), dynamics_residual(held_raw, params)
+    """The springs' physics check of samples beside held-out data (raw units), both scaled by the
+    held-out data's per-feature std."""
+    std = held_raw.reshape(-1, held_raw.shape[-1]).std(0)
+    generated, real = dynamics_residual(samples_raw, params, std=std), dynamics_residual(held_raw, params, std=std)
     return {
         "dynamics_rms": generated["rms"],
         "dynamics_relative_rms": generated["relative_rms"],
@@ -74,7 +76,7 @@ class Trajectories(DataKind):
         from ..data import _derived_seed
         from ..data.springs import simulate_springs
 
-        raw = simulate_springs(2 * n, seed=_derived_seed(seed, 1)) if target == SPRINGS else check_trajectories(load_data(target, n=2 * n, seed=seed), target)
+        raw = simulate_springs(2 * n, seed=_derived_seed(seed, 1), params=SpringParams()) if target == SPRINGS else check_trajectories(load_data(target, n=2 * n, seed=seed), target)
         if tuple(raw.shape[1:]) != run.event_shape:
             raise FluxMatchError(f"data {target} has trajectories of shape {tuple(raw.shape[1:])} (T, D), but the run {run.run_dir} was trained on {run.event_shape}")
         return to_model(raw, run.data_meta["units"])
@@ -90,7 +92,14 @@ class Trajectories(DataKind):
             rows = self._other_rows(run, target, n, seed)
         return split_pair(rows, str(target))
 
-    def _params(self, run, source):
+    def _params(self, run, source, data=None):
+        """The spring parameters the evaluation data follow: the run's own data's, those of
+        ``--data springs`` (the defaults) or of a springs .npz, else None (no physics check)."""
+        target = run.spec.data.spec if data is None else data_path(data)
+        if target != run.spec.data.spec:
+            if target == SPRINGS:
+                return SpringParams()
+            return load_springs_params(target) if str(target).lower().endswith(".npz") else None
         source = source if source is not None else self.reload(run)
         return getattr(source, "params", None)
 
@@ -100,7 +109,7 @@ class Trajectories(DataKind):
         run = ev.run
         held, reference = self.evaluation_rows(run, ev.data, ev.samples.shape[0], ev.seed, ev.source)
         result = sample_metrics(ev.samples, held, reference=reference, seed=ev.seed)
-        params = self._params(run, ev.source)
+        params = self._params(run, ev.source, ev.data)
         if params is not None and run.event_shape[-1] == 4:
             units = run.data_meta["units"]
             result.update(_dynamics(to_raw(ev.samples, units), to_raw(held.numpy(), units), params))

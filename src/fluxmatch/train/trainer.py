@@ -26,7 +26,18 @@ import torch
 from ..errors import FluxMatchError, TrainingInterrupted
 from ..fields import call_field
 from ..objectives import Objective
-from .checkpoint import CHECKPOINT_FILES, TRAINER_TENSORS, atomic_write_bytes, is_finite_number, load_training_state, remove_stale_temporaries, save_checkpoint, save_snapshot, sync_trainer_json
+from .checkpoint import (
+    CHECKPOINT_FILES,
+    TRAINER_TENSORS,
+    atomic_write_bytes,
+    is_finite_number,
+    list_snapshots,
+    load_training_state,
+    remove_stale_temporaries,
+    save_checkpoint,
+    save_snapshot,
+    sync_trainer_json,
+)
 from .ema import EMA
 
 try:
@@ -496,6 +507,9 @@ class Trainer:
         if resume:
             start = load_training_state(self.out_dir, self.field, self.objective, optimizer, ema, generator)
             sync_trainer_json(self.out_dir)
+            for step, path in list_snapshots(self.out_dir):
+                if step > start:  # kept by a run killed after it and before the checkpoint: training replays those steps
+                    path.unlink(missing_ok=True)
         loop = _Loop(optimizer, ema, generator, self._run_config(), start, start if resume else None)
         self.field.train()
         self.objective.train()
