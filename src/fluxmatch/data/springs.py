@@ -82,15 +82,7 @@ class SpringParams:
             if not math.isfinite(number) or number < 0 or (name in _POSITIVE and number == 0):
                 raise FluxMatchError(f"SpringParams.{name} must be {bound} finite number, got {value!r}")
             object.__setattr__(self, name, number)
-        try:
-            if isinstance(self.steps, bool):
-                raise TypeError
-            steps = operator.index(self.steps)
-        except TypeError:
-            raise FluxMatchError(f"SpringParams.steps must be an integer ≥ 2 (states per trajectory), got {self.steps!r}") from None
-        if steps < 2:
-            raise FluxMatchError(f"SpringParams.steps must be an integer ≥ 2 (states per trajectory), got {steps}")
-        object.__setattr__(self, "steps", int(steps))
+        object.__setattr__(self, "steps", check_integer(self.steps, "SpringParams.steps (states per trajectory)", 2))
 
     def as_dict(self) -> dict:
         """The parameters as a JSON-ready dict (floats, and ``steps`` an int)."""

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import FluxMatchError
 from . import DataSource, _derived_seed
+from .files import NPZ_KEYS
 from .springs import FEATURE_NAMES, SpringParams, load_springs_params, simulate_springs
 
 SPRINGS = "springs"
@@ -47,6 +48,12 @@ def zscore_units(train: torch.Tensor, features=None) -> dict:
     std = flat.std(0, unbiased=False).clamp_min(MIN_STD)
     names = list(features) if features is not None else [f"x{i + 1}" for i in range(train.shape[-1])]
     return {"transform": "zscore", "mean": flat.mean(0).tolist(), "std": std.tolist(), "features": names}
+
+
+def fresh_springs(n: int, seed: int, params: SpringParams | None = None) -> torch.Tensor:
+    """n raw springs trajectories for evaluation, from a random stream (derived from ``seed``)
+    that no training set is drawn from (training sets use the seed itself)."""
+    return simulate_springs(n, seed=_derived_seed(seed, 1), params=params)
 
 
 def to_model(x: torch.Tensor, units: dict) -> torch.Tensor:
@@ -86,8 +93,7 @@ class TrajectorySource(DataSource):
             return super().holdout_with_labels(n, seed)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise FluxMatchError(f"the number of held-out trajectories must be an integer ≥ 1, got {n!r}")
-        fresh = simulate_springs(int(n), seed=_derived_seed(seed, 1), params=self.params)
-        return to_model(fresh, self.units), None
+        return to_model(fresh_springs(int(n), seed, self.params), self.units), None
 
     def __repr__(self) -> str:
         held = "fresh simulations" if self.simulated else ("none" if self.held_out is None else self.held_out.shape[0])
@@ -104,7 +110,7 @@ def is_trajectory_file(spec) -> bool:
             return np.load(path, mmap_mode="r", allow_pickle=False).ndim == 3
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
-            key = keys[0] if len(keys) == 1 else next((k for k in ("data", "x", "samples") if k in keys), None)
+            key = keys[0] if len(keys) == 1 else next((k for k in NPZ_KEYS if k in keys), None)
             return key is not None and archive[key].ndim == 3
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return False  # the points loader will say what is wrong with it
@@ -137,6 +143,7 @@ __all__ = [
     "check_trajectories",
     "zscore_units",
     "to_model",
+    "fresh_springs",
     "to_raw",
     "is_trajectory_file",
     "springs_source",

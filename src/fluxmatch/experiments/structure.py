@@ -21,7 +21,6 @@ for a GPU.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -109,8 +108,8 @@ def _curve(run_dir, held, settings: StructureSettings, progress: bool) -> dict:
     return {"steps": steps, "w2": w2}
 
 
-def _row(run_dir: Path, curve: dict, wall: float) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+def _row(metrics: dict, curve: dict, wall: float) -> dict:
+    """A variant's row of structure.json from its run's metrics (what train_run returns)."""
     keys = ("dynamics_rms", "dynamics_relative_rms", "data_dynamics_relative_rms", "persistence_relative_rms", "sliced_w2", "mmd", "energy")
     return {"w2": curve["w2"][-1], "best_w2": float(np.nanmin(curve["w2"])), "curve": curve, "train_wall_s": round(wall, 1), "median_step_ms": metrics["train"]["median_step_ms"], **{k: metrics.get(k) for k in keys}}
 
@@ -158,14 +157,14 @@ def run_structure(out="runs/experiment-structure", steps: int | None = None, see
     for label in variants:
         objective, causal = VARIANTS[label]
         began = time.perf_counter()
-        train_run(variant_spec(s, objective, causal), out / label, progress=progress, overwrite=True)
+        metrics = train_run(variant_spec(s, objective, causal), out / label, progress=progress, overwrite=True)
         wall = time.perf_counter() - began
         if held is None:
             held, reference = (t.numpy() for t in evaluation_pair(out / label, s.n, s.seed + 1))
             floor = wasserstein2(held.reshape(held.shape[0], -1), reference.reshape(reference.shape[0], -1))
             report["floor_w2"] = floor
         curve = _curve(out / label, held, s, progress)
-        rows[label] = {**_row(out / label, curve, wall), "wall_s": round(time.perf_counter() - began, 1)}
+        rows[label] = {**_row(metrics, curve, wall), "wall_s": round(time.perf_counter() - began, 1)}
         report["ratios"] = _ratios(rows)
         atomic_write_json(out / "structure.json", report)
     report["files"] = ["structure.json", *_plots(out, rows, held, floor, variants)]

@@ -20,7 +20,7 @@ import torch
 
 from ..data import load_data
 from ..data.springs import SpringParams, dynamics_residual, load_springs_params
-from ..data.trajectories import SPRINGS, check_trajectories, file_source, is_trajectory_file, springs_source, to_model, to_raw
+from ..data.trajectories import SPRINGS, check_trajectories, file_source, fresh_springs, is_trajectory_file, springs_source, to_model, to_raw
 from ..errors import FluxMatchError
 from .base import DataKind, Evaluation, distance_table, format_number
 from .points import data_path, split_pair
@@ -71,12 +71,16 @@ class Trajectories(DataKind):
         units = data_meta.get("units")
         return to_raw(samples, units) if units else samples
 
+    def _own_source(self, run, data, source):
+        """The run's own data source when ``data`` is the run's own data (loaded at most once),
+        else None: the one test of "own data" that the rows and the spring parameters share."""
+        if data is not None and data_path(data) != run.spec.data.spec:
+            return None
+        return source if source is not None else self.reload(run)
+
     def _other_rows(self, run, target: str, n: int, seed: int) -> torch.Tensor:
         """2n trajectories of another data set, in the run's model units."""
-        from ..data import _derived_seed
-        from ..data.springs import simulate_springs
-
-        raw = simulate_springs(2 * n, seed=_derived_seed(seed, 1), params=SpringParams()) if target == SPRINGS else check_trajectories(load_data(target, n=2 * n, seed=seed), target)
+        raw = fresh_springs(2 * n, seed, SpringParams()) if target == SPRINGS else check_trajectories(load_data(target, n=2 * n, seed=seed), target)
         if tuple(raw.shape[1:]) != run.event_shape:
             raise FluxMatchError(f"data {target} has trajectories of shape {tuple(raw.shape[1:])} (T, D), but the run {run.run_dir} was trained on {run.event_shape}")
         return to_model(raw, run.data_meta["units"])
@@ -84,32 +88,31 @@ class Trajectories(DataKind):
     def evaluation_rows(self, run, data, n: int, seed: int, source=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(held, reference), each up to n trajectories the run never trained on (model units):
         fresh simulations (springs), the file's held-out rows, or rows of another data set."""
-        own = run.spec.data.spec
-        target = own if data is None else data_path(data)
-        if target == own:
-            rows = (source if source is not None else self.reload(run)).holdout(2 * n, seed)
-        else:
-            rows = self._other_rows(run, target, n, seed)
-        return split_pair(rows, str(target))
+        own = self._own_source(run, data, source)
+        if own is not None:
+            return split_pair(own.holdout(2 * n, seed), str(run.spec.data.spec))
+        target = data_path(data)
+        return split_pair(self._other_rows(run, target, n, seed), str(target))
 
-    def _params(self, run, source, data=None):
-        """The spring parameters the evaluation data follow: the run's own data's, those of
-        ``--data springs`` (the defaults) or of a springs .npz, else None (no physics check)."""
-        target = run.spec.data.spec if data is None else data_path(data)
-        if target != run.spec.data.spec:
-            if target == SPRINGS:
-                return SpringParams()
-            return load_springs_params(target) if str(target).lower().endswith(".npz") else None
-        source = source if source is not None else self.reload(run)
-        return getattr(source, "params", None)
+    def _params(self, run, own, data):
+        """The spring parameters the evaluation data follow: the run's own data's (``own``, its
+        source), those of ``--data springs`` (the defaults) or of a springs .npz, else None (no
+        physics check)."""
+        if own is not None:
+            return getattr(own, "params", None)
+        target = data_path(data)
+        if target == SPRINGS:
+            return SpringParams()
+        return load_springs_params(target) if str(target).lower().endswith(".npz") else None
 
     def metrics(self, ev: Evaluation) -> dict:
         from ..metrics import sample_metrics
 
         run = ev.run
-        held, reference = self.evaluation_rows(run, ev.data, ev.samples.shape[0], ev.seed, ev.source)
+        own = self._own_source(run, ev.data, ev.source)
+        held, reference = self.evaluation_rows(run, ev.data, ev.samples.shape[0], ev.seed, own)
         result = sample_metrics(ev.samples, held, reference=reference, seed=ev.seed)
-        params = self._params(run, ev.source, ev.data)
+        params = self._params(run, own, ev.data)
         if params is not None and run.event_shape[-1] == 4:
             units = run.data_meta["units"]
             result.update(_dynamics(to_raw(ev.samples, units), to_raw(held.numpy(), units), params))
@@ -120,9 +123,10 @@ class Trajectories(DataKind):
 
         run, out = ev.run, Path(out)
         units = run.data_meta["units"]
-        held, _ = self.evaluation_rows(run, None, min(ev.samples.shape[0], 64), ev.seed, ev.source)
+        own = self._own_source(run, None, ev.source)
+        held, _ = self.evaluation_rows(run, None, min(ev.samples.shape[0], 64), ev.seed, own)
         real, generated = to_raw(held.numpy(), units), {run.spec.objective.name: to_raw(ev.samples[:64], units)}
-        params = self._params(run, ev.source)
+        params = self._params(run, own, None)
         dt = params.dt if params is not None else 1.0
         title = f"{run.spec.objective.name} on {Path(str(run.spec.data.spec)).name}, {run.spec.train.steps} steps"
         plot_trajectories(out / "trajectories.png", real, generated, names=tuple(units.get("features") or ()), dt=dt, title=title)

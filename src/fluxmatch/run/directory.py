@@ -3,7 +3,7 @@
 - A new path or an empty directory: the run is trained there.
 - A directory holding a run: refused, unless the run is resumed (``resume``) or replaced
   (``overwrite``).
-- A replacement is trained in a staging directory beside the run (``.<name>.new-XXXX``, which
+- A replacement is trained in a staging directory beside the run (``.<name>.new-<random suffix>``, which
   records the run it replaces in ``.replaces``) and swapped in only once it is complete. A failed
   replacement leaves the old run whole. An interrupted one can be resumed in its staging
   directory, and is then swapped in.
@@ -152,7 +152,7 @@ def swap_in(stage: Path, out: Path) -> None:
     """Put the complete run in ``stage`` in place of the run in ``out``, then remove the old run.
 
     Where the system can, the two directories are exchanged in one atomic step. Otherwise two
-    renames do it, and a crash between them leaves the old run in ``.<name>.old-XXXX`` beside
+    renames do it, and a crash between them leaves the old run in ``.<name>.old-<random suffix>`` beside
     ``out``.
     """
     stage, out = Path(stage), Path(out)
