@@ -24,6 +24,8 @@ from . import data, metrics, train  # noqa: E402 - submodules users reach as fm.
 from .config import PRESETS, DataSpec, EvalSpec, FieldSpec, ObjectiveSpec, RunSpec, SamplerSpec, TrainSpec, load_spec, resolve
 from .coupling import ot_coupling
 from .data import Batch, DataSource, sample_toy
+from .data.cells import PreprocessConfig, check_cells, preprocess, read_cells, write_cells
+from .data.lineage import LineageParams, simulate_lineage
 from .data.scm import simulate_chain
 from .data.springs import SpringParams, dynamics_residual, save_springs, simulate_springs
 from .data.trajectories import TrajectorySource
@@ -50,6 +52,7 @@ from .fields import (
     transitive_closure,
 )
 from .fields.analytic import AntisymmetricFlux, NonreversibleScore
+from .fields.kinetics import KineticField
 from .kinds import DataKind, get_kind, register_kind
 from .likelihood import LikelihoodResult, log_likelihood, probability_flow_log_likelihood
 from .metrics import (
@@ -69,6 +72,15 @@ from .metrics import (
     sliced_wasserstein2,
     steps_to_reach,
     wasserstein2,
+)
+from .metrics.cells import (
+    CBDirResult,
+    cross_boundary_direction,
+    rate_recovery,
+    velocity_confidence,
+    velocity_cosine,
+    velocity_embedding,
+    velocity_graph,
 )
 from .objectives import (
     AnnealedDSM,
@@ -95,9 +107,12 @@ from .objectives import (
     design_terms,
     make_noise,
 )
+from .objectives.gene_local import GeneLocalFlux, gene_kernel_moments, gene_kernel_score
 from .paths import OTPath, VEPath, VPPath, make_path
 from .reference import EmpiricalGaussian, GaussianMixture, ScoreDerivatives
 from .run import Run, evaluate_run, evaluation_pair, open_run, sample_run, snapshot_runs, train_run
+from .run.rna_velocity import VelocityRequest, run_velocity
+from .run.velocity import VelocityConfig, VelocityFit, fit_velocity
 from .samplers import (
     AnnealedResult,
     LangevinResult,
@@ -145,6 +160,29 @@ __all__ = [
     "dynamics_residual",
     "simulate_chain",
     "TrajectorySource",
+    "LineageParams",
+    "simulate_lineage",
+    "PreprocessConfig",
+    "preprocess",
+    "check_cells",
+    "read_cells",
+    "write_cells",
+    "KineticField",
+    "GeneLocalFlux",
+    "gene_kernel_score",
+    "gene_kernel_moments",
+    "VelocityConfig",
+    "VelocityFit",
+    "fit_velocity",
+    "VelocityRequest",
+    "run_velocity",
+    "CBDirResult",
+    "cross_boundary_direction",
+    "velocity_confidence",
+    "velocity_cosine",
+    "velocity_graph",
+    "velocity_embedding",
+    "rate_recovery",
     "snapshot_runs",
     "UNet",
     "UNET_PRESETS",

@@ -141,18 +141,35 @@ def _structured_options(train: argparse.ArgumentParser) -> None:
 
 def _simulate_parser(commands) -> None:
     simulate = commands.add_parser(
-        "simulate", help="simulate a data set (the coupled springs) into an .npz file",
-        description="Simulate N trajectories of two unit masses on coupled nonlinear springs "
-        "(dv_i = -k_wall q_i - k_couple (q_i - q_j) - damping v_i - cubic q_i^3, RK4) and write FILE.npz: array x (N, T, 4) "
-        "in raw units, order q1, v1, q2, v2, and the parameters. Train on it with --data FILE.npz.",
+        "simulate", help="simulate a data set (coupled springs into .npz, a cell lineage into .h5ad)",
+        description="springs: N trajectories of two unit masses on coupled nonlinear springs "
+        "(dv_i = -k_wall q_i - k_couple (q_i - q_j) - damping v_i - cubic q_i^3, RK4) written to FILE.npz: array x (N, T, 4) "
+        "in raw units, order q1, v1, q2, v2, and the parameters; train on it with --data FILE.npz. "
+        "cells: a branching differentiation (a progenitor splitting into --n-fates fates) with per-gene transcription switches, "
+        "splicing kinetics, optional gene-gene regulation and Poisson (or negative-binomial) counts, written to FILE.h5ad with the truth "
+        "(var true_alpha/true_beta/true_gamma, obs true_t, layers true_velocity), clusters, transitions and a 2-D embedding; "
+        "estimate velocities with fluxmatch velocity --data FILE.h5ad.",
     )
-    simulate.add_argument("system", choices=("springs",), help="what to simulate")
-    simulate.add_argument("--n", type=int, default=2000, help="trajectories (default: 2000)")
-    simulate.add_argument("--seed", type=int, default=0, help="random seed of the initial states (default: 0)")
-    simulate.add_argument("--out", required=True, help="output .npz file (an existing file needs --overwrite)")
+    simulate.add_argument("system", choices=("springs", "cells"), help="what to simulate")
+    simulate.add_argument("--n", type=int, default=None, help="springs: trajectories (default: 2000)")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    simulate.add_argument("--out", required=True, help="output file: .npz for springs, .h5ad for cells (an existing file needs --overwrite)")
     simulate.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     for name, default, what in SPRING_OPTIONS:
-        simulate.add_argument("--" + name.replace("_", "-"), type=int if name == "steps" else float, default=None, help=f"{what} (default: {default})")
+        simulate.add_argument("--" + name.replace("_", "-"), type=int if name == "steps" else float, default=None, help=f"springs: {what} (default: {default})")
+    for name, kind, default, what in CELL_OPTIONS:
+        simulate.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=f"cells: {what} (default: {default})")
+
+
+#: The cell simulator's parameters on the command line: (LineageParams field, type, default, help).
+CELL_OPTIONS = (
+    ("n_cells", int, 2000, "cells"),
+    ("n_genes", int, 50, "genes"),
+    ("n_fates", int, 2, "fates the progenitors split into (1: a linear lineage)"),
+    ("regulation", int, 0, "regulators per gene (a sparse signed gene-gene network)"),
+    ("dispersion", float, 0.0, "negative-binomial over-dispersion of the counts (0: Poisson)"),
+    ("capture", float, 3.0, "mean counts per molecule of abundance"),
+)
 
 
 #: The springs' parameters on the command line: (SpringParams field, default, help).
@@ -177,10 +194,11 @@ def _sampler_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Flux Matching generative models: train, sample, evaluate.")
-    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate,compare,experiment,simulate}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,sample,evaluate,compare,experiment,simulate,velocity}")
     commands.required = True
     _train_parser(commands)
     _simulate_parser(commands)
+    _velocity_parser(commands)
 
     sample = commands.add_parser("sample", help="draw samples from a trained run", description="Draw samples from a trained run's EMA field, in the data's own units (Langevin dynamics for fixed-σ fields; a noise-annealed sampler for σ-conditioned fields; the ODE for flow matching).")
     sample.add_argument("--run", default=DEFAULT_RUN, help=f"run directory (default: {DEFAULT_RUN})")
@@ -382,22 +400,131 @@ def _print_experiment(name: str, report: dict) -> None:
 
 
 def _simulate(args) -> None:
-    from .data.springs import SpringParams, save_springs
     from .train.checkpoint import check_writable_target
 
     out = Path(args.out)
-    if out.suffix.lower() != ".npz":
-        raise FluxMatchError(f"--out must name an .npz file, got {args.out}")
+    suffix = ".npz" if args.system == "springs" else ".h5ad"
+    if out.suffix.lower() != suffix:
+        raise FluxMatchError(f"--out must name an {suffix} file for {args.system}, got {args.out}")
+    given = {name for name in vars(args) if getattr(args, name) is not None}
+    foreign = [name for name, *_ in (CELL_OPTIONS if args.system == "springs" else SPRING_OPTIONS) if name in given]
+    if args.system == "cells" and args.n is not None:
+        foreign.insert(0, "n")
+    if foreign:
+        other = "cells" if args.system == "springs" else "springs"
+        hint = " (use --n-cells)" if foreign[0] == "n" else ""
+        raise FluxMatchError(f"--{foreign[0].replace('_', '-')} applies to simulate {other}, not {args.system}{hint}")
     if out.exists() and not args.overwrite:
         raise FluxMatchError(f"{out} exists: give --overwrite to replace it, or another --out")
     check_writable_target(out)
+    if args.system == "cells":
+        _simulate_cells(args, out)
+        return
+    from .data.springs import SpringParams, save_springs
+
+    n = 2000 if args.n is None else args.n
     changes = {name: getattr(args, name) for name, _, _ in SPRING_OPTIONS if getattr(args, name) is not None}
     params = SpringParams(**changes)
-    path = save_springs(out, args.n, seed=args.seed, params=params)
-    print(f"wrote {args.n} springs trajectories of {params.steps} states × 4 features (q1, v1, q2, v2) to {path}")
+    path = save_springs(out, n, seed=args.seed, params=params)
+    print(f"wrote {n} springs trajectories of {params.steps} states × 4 features (q1, v1, q2, v2) to {path}")
 
 
-COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "compare": _compare, "experiment": _experiment, "simulate": _simulate}
+def _simulate_cells(args, out: Path) -> None:
+    from .data.cells import write_cells
+    from .data.lineage import LineageParams, simulate_lineage
+
+    params = LineageParams(**{name: getattr(args, name) for name, *_ in CELL_OPTIONS if getattr(args, name) is not None})
+    adata = simulate_lineage(params, seed=args.seed)
+    path = write_cells(adata, out, overwrite=args.overwrite)
+    fates = ", ".join(sorted({str(c) for c in adata.obs["clusters"]}))
+    print(f"wrote {adata.n_obs} cells × {adata.n_vars} genes ({params.n_fates} fate(s); clusters {fates}) with the true velocities and rates to {path}")
+
+
+def _velocity_parser(commands) -> None:
+    velocity = commands.add_parser(
+        "velocity", help="RNA velocity of single cells by Flux Matching (optionally beside scVelo's dynamical model)",
+        description="Preprocess the cells of an .h5ad (spliced/unspliced layers) to moments, fit a splicing-kinetics field by gene-local Flux Matching "
+        "so that the observed population is stationary, and write OUT.h5ad (layers velocity, velocity_unspliced, flux_alpha; var flux_beta, flux_gamma; "
+        "obsm velocity_<embedding>), velocity.json (CBDir per transition and overall, velocity confidence, run time, and against the truth when the data "
+        "carry it) and velocity.png (streams on the embedding) beside OUT.",
+    )
+    add = velocity.add_argument
+    add("--data", required=True, help="input .h5ad with layers['spliced'] and layers['unspliced'] (raw counts)")
+    add("--out", required=True, help="output .h5ad (velocity.json and velocity.png are written beside it)")
+    add("--transitions", default=None, help="cluster transitions to score, quoted, e.g. 'A>B,B>C' (default: uns['transitions'] when present)")
+    add("--cluster-key", default=None, help="obs column of the cluster names (default: 'clusters' when present)")
+    add("--baseline", choices=("scvelo",), default=None, help="also fit scVelo's dynamical model on the same preprocessed cells (needs pip install 'fluxmatch[rna]')")
+    add("--embedding-key", default=None, help="obsm embedding to project on, e.g. X_umap (default: X_umap, X_tsne or X_lineage when present, else computed)")
+    add("--overwrite", action="store_true", help="replace existing output files")
+    add("--no-progress", action="store_true", help="hide the progress bar")
+    fit = velocity.add_argument_group("the kinetic field and its fit")
+    fit.add_argument("--variant", choices=("kinetic", "regulatory"), default=None, help="kinetic: the paper's per-gene kinetics; regulatory: plus a sparse learned gene network (default: kinetic)")
+    fit.add_argument("--state-rank", type=int, default=None, help="cell-state directions the splicing and degradation rates depend on (default: 0, one rate per gene)")
+    for name, kind, what in VELOCITY_OPTIONS:
+        fit.add_argument("--" + name.replace("_", "-"), type=kind, default=None, help=what)
+    prep = velocity.add_argument_group("preprocessing")
+    prep.add_argument("--preprocess", choices=("auto", "fluxmatch", "scvelo"), default="auto", help="auto: scVelo's pipeline when installed, else fluxmatch's own (default: auto)")
+    for name, what in PREPROCESS_OPTIONS:
+        prep.add_argument("--" + name.replace("_", "-"), type=int, default=None, help=what)
+
+
+#: Fit options of ``fluxmatch velocity``: (VelocityConfig field, type, help).
+VELOCITY_OPTIONS = (
+    ("scale", str, "gene: divide each gene's u and s by the std of its Ms; none: raw moments (default: gene)"),
+    ("sigma", float, "σ of the gene-local reference, in the scaled units (default: see docs/velocity.md)"),
+    ("epochs", int, "passes over the cells"),
+    ("batch_size", int, "cells per batch (the reference is built from the batch)"),
+    ("lr", float, "Adam learning rate"),
+    ("l1", float, "regulatory variant: weight of the network's L1 penalty"),
+    ("horizon", float, "largest horizon of the reference dynamics (relaxation times)"),
+    ("substeps", int, "substeps of the reference dynamics"),
+    ("seed", int, "random seed (default: 0)"),
+)
+
+#: Preprocessing options: (PreprocessConfig field, help).
+PREPROCESS_OPTIONS = (
+    ("min_shared_counts", "a gene's smallest count total over cells with both unspliced and spliced counts (default: 20)"),
+    ("n_top_genes", "most variable genes kept (default: 2000)"),
+    ("n_pcs", "principal components of the neighbour graph (default: 30)"),
+    ("n_neighbors", "neighbours per cell (default: 30)"),
+)
+
+
+def _velocity(args) -> None:
+    from .data.cells import PreprocessConfig
+    from .run.rna_velocity import VelocityRequest, output_paths, run_velocity
+    from .run.velocity import VelocityConfig
+
+    if args.scale is not None and args.scale not in ("gene", "none"):
+        raise FluxMatchError(f"--scale must be gene or none, got {args.scale!r}")
+    fit = {name: getattr(args, name) for name in ("variant", "state_rank", *(n for n, *_ in VELOCITY_OPTIONS)) if getattr(args, name) is not None}
+    if "l1" in fit and fit.get("variant") != "regulatory":
+        raise FluxMatchError("--l1 applies to --variant regulatory")
+    prep = {name: getattr(args, name) for name, _ in PREPROCESS_OPTIONS if getattr(args, name) is not None}
+    request = VelocityRequest(args.data, args.out, args.transitions, args.cluster_key, args.baseline, args.embedding_key, args.overwrite)
+    report = run_velocity(request, PreprocessConfig(backend=args.preprocess, **prep), VelocityConfig(**fit), progress=not args.no_progress)
+    print(format_velocity(report))
+    for note in report["notes"]:
+        print(f"note: {note}")
+    print("wrote:\n" + "\n".join(f"  {path}" for path in output_paths(request).values()))
+
+
+def format_velocity(report: dict) -> str:
+    """The velocity report as a small table: one row per method."""
+    prep = report["preprocessing"]
+    lines = [f"{report['cells']} cells × {report['genes']} genes; preprocessing: {prep['backend']}; embedding: {report['embedding']}"]
+    columns = (("CBDir", lambda m: m.get("cbdir", {}).get("overall")), ("confidence", lambda m: m["velocity_confidence"]),
+               ("cos(truth)", lambda m: m.get("cosine_to_truth", {}).get("median")), ("γ/β ρ", lambda m: m.get("gamma_over_beta_spearman")),
+               ("seconds", lambda m: m.get("seconds")))
+    lines.append(f"{'method':<12}" + "".join(f"{name:>12}" for name, _ in columns))
+    for method in ("flux", "scvelo", "truth"):
+        metrics = report.get(method)
+        if metrics and "skipped" not in metrics:
+            lines.append(f"{method:<12}" + "".join(f"{_number(get(metrics)) if get(metrics) is not None else '-':>12}" for _, get in columns))
+    return "\n".join(lines)
+
+
+COMMANDS = {"train": _train, "sample": _sample, "evaluate": _evaluate, "compare": _compare, "experiment": _experiment, "simulate": _simulate, "velocity": _velocity}
 
 
 def main(argv: list[str] | None = None) -> int:
