@@ -182,6 +182,15 @@ class CBDirResult:
     empty: tuple[str, ...] = ()
 
 
+def _append_transition(out: list[tuple[str, str]], a: str, b: str) -> None:
+    """Add the transition a → b to ``out``, refusing a self-loop or a duplicate."""
+    if a == b:
+        raise FluxMatchError(f"transition {a}>{b} is a self-loop")
+    if (a, b) in out:
+        raise FluxMatchError(f"transition {a}>{b} is listed twice")
+    out.append((a, b))
+
+
 def _check_transitions(transitions, known: np.ndarray) -> list[tuple[str, str]]:
     """Transitions as (str, str) pairs, refusing unknown clusters, self-loops and duplicates."""
     names = set(known.tolist())
@@ -194,11 +203,7 @@ def _check_transitions(transitions, known: np.ndarray) -> list[tuple[str, str]]:
         for name in (a, b):
             if name not in names:
                 raise FluxMatchError(f"transition {a}>{b} names unknown cluster {name!r}; known clusters: {sorted(names)}")
-        if a == b:
-            raise FluxMatchError(f"transition {a}>{b} is a self-loop")
-        if (a, b) in out:
-            raise FluxMatchError(f"transition {a}>{b} is listed twice")
-        out.append((a, b))
+        _append_transition(out, a, b)
     if not out:
         raise FluxMatchError("no transitions given")
     return out
@@ -343,9 +348,5 @@ def parse_transitions(text: str) -> list[tuple[str, str]]:
         a, b = names
         if not a or not b:
             raise FluxMatchError(f"transition {part.strip()!r} has an empty cluster name")
-        if a == b:
-            raise FluxMatchError(f"transition {a}>{b} is a self-loop")
-        if (a, b) in out:
-            raise FluxMatchError(f"transition {a}>{b} is listed twice")
-        out.append((a, b))
+        _append_transition(out, a, b)
     return out

@@ -11,9 +11,8 @@ dynamical model on the same preprocessed cells, scored the same way → write th
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,6 @@ class VelocityRequest:
     baseline: str | None = None
     embedding_key: str | None = None
     overwrite: bool = False
-    notes: list = field(default_factory=list, compare=False)
 
 
 def output_paths(request: VelocityRequest) -> dict[str, Path]:
@@ -158,10 +156,10 @@ def _json_ready(value):
 
 
 def write_report(path: Path, report: dict) -> None:
-    from ..train.checkpoint import atomic_write_bytes
+    from ..train.checkpoint import atomic_write_json
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(_json_ready(report), indent=2) + "\n").encode())
+    atomic_write_json(path, _json_ready(report))
 
 
 def _truth_panel(processed, emb: np.ndarray, labels, transitions) -> Scored | None:
@@ -171,16 +169,14 @@ def _truth_panel(processed, emb: np.ndarray, labels, transitions) -> Scored | No
 
 
 def _baseline(processed, request: VelocityRequest, emb, labels, transitions, truth_ratio) -> tuple[dict | None, Scored | None]:
-    """scVelo's dynamical model scored like the flux model, or a note of what was skipped."""
+    """scVelo's dynamical model scored like the flux model, or a report saying what was skipped."""
     if request.baseline is None:
         return None, None
     from .scvelo_baseline import scvelo_dynamical
 
     fit = scvelo_dynamical(processed)
     if fit is None:
-        message = "skipped the scVelo baseline: scVelo and scanpy are not installed (pip install 'fluxmatch[rna]')"
-        request.notes.append(message)
-        return {"skipped": message}, None
+        return {"skipped": "skipped the scVelo baseline: scVelo and scanpy are not installed (pip install 'fluxmatch[rna]')"}, None
     scored = score(processed, fit.velocity, emb, labels, transitions)
     report = {**scored.metrics, "seconds": fit.seconds}
     if truth_ratio is not None:
@@ -198,7 +194,6 @@ def run_velocity(request: VelocityRequest, preprocessing: cell_data.PreprocessCo
         raise FluxMatchError(f"unknown baseline {request.baseline!r}: the one baseline is 'scvelo'")
     paths = check_outputs(request)
     raw = cell_data.read_cells(request.data)
-    cell_data.check_cells(raw)
     key, transitions = resolve_labels(raw, request)
     processed = cell_data.preprocess(raw, preprocessing)
     labels = None if key is None else np.asarray(processed.obs[key]).astype(str)
@@ -228,7 +223,7 @@ def run_velocity(request: VelocityRequest, preprocessing: cell_data.PreprocessCo
         report["scvelo"] = baseline_report
     if truth is not None:
         report["truth"] = truth.metrics
-    report["notes"] = list(request.notes)
+    report["notes"] = [baseline_report["skipped"]] if baseline_report and "skipped" in baseline_report else []
     processed.uns["fluxmatch"] = {**processed.uns["fluxmatch"], "velocity": _json_ready({"fit": fit.config, "flux": flux_report})}
     cell_data.write_cells(processed, paths["h5ad"], overwrite=request.overwrite)
     write_report(paths["report"], report)
