@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test,rna]'
+	# FID tests: torch-fidelity without the torchvision it would pull (no torchvision imports beside the CPU torch; the tests stub it)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps torch-fidelity==0.4.0
 	touch $(STAMP)
 
 demo: $(STAMP)

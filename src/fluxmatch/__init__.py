@@ -82,6 +82,7 @@ from .metrics.cells import (
     velocity_embedding,
     velocity_graph,
 )
+from .metrics.fidelity import FidelityConfig, image_fidelity, inception_features, save_reference_statistics
 from .objectives import (
     AnnealedDSM,
     AnnealedFluxMatching,
@@ -183,6 +184,10 @@ __all__ = [
     "velocity_graph",
     "velocity_embedding",
     "rate_recovery",
+    "FidelityConfig",
+    "image_fidelity",
+    "inception_features",
+    "save_reference_statistics",
     "snapshot_runs",
     "UNet",
     "UNET_PRESETS",

@@ -36,7 +36,8 @@ class _Parser(argparse.ArgumentParser):
 
 def _fail(message: str):
     text = " ".join(str(message).split()) or "unknown error"
-    print(f"{PROG}: error: {text}", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for every rank
+        print(f"{PROG}: error: {text}", file=sys.stderr)
     raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -110,6 +111,7 @@ def _train_parser(commands) -> argparse.ArgumentParser:
     add("--checkpoint-every", type=int, help="write a resumable checkpoint every N steps (default: 500; SIGINT/SIGTERM also write one)")
     add("--snapshot-every", type=int, help="keep the EMA weights every N steps in <out>/snapshots/ (for measurements through training; default: never)")
     add("--no-progress", action="store_true", default=False, help="hide progress bars")
+    _scale_options(train)
     add("--preset", choices=tuple(cfg.PRESETS), help="start from a named spec: " + "; ".join(f"{k}: {v}" for k, v in cfg.PRESET_NOTES.items()))
     add("--config", help="start from a spec file (JSON or YAML), or a run's config.json to train the same run again; flags given on the command line win")
     add("--dry-run", action="store_true", default=False, help="print the resolved run spec as JSON and exit")
@@ -126,6 +128,21 @@ def _train_parser(commands) -> argparse.ArgumentParser:
     image.add_argument("--guidance", type=float, help="classifier-free guidance scale stored as the run's default (default: 1)")
     image.add_argument("--nll-samples", type=int, help="held-out images whose NLL (bits/dim) is measured; 0 skips it (default: 200)")
     return train
+
+
+def _scale_options(train: argparse.ArgumentParser) -> None:
+    group = train.add_argument_group("training at scale (GPUs; several processes with torchrun --nproc_per_node N -m fluxmatch train ...)")
+    add = group.add_argument
+    add("--lr-schedule", choices=cfg.LR_SCHEDULES, help="cosine (2%% warm-up, decay to 10%%), constant, or ramp (EDM's: linear over --lr-rampup images, then constant) (default: cosine)")
+    add("--lr-rampup", type=int, metavar="IMAGES", help="length of the ramp schedule in training images (default: EDM's 10000000)")
+    add("--ema-decay", type=float, help="asymptotic decay of the weight EMA sampling uses (default: 0.999)")
+    add("--ema-halflife", type=float, metavar="IMAGES", help="EDM's EMA instead of --ema-decay: its half-life in training images (EDM: 500000)")
+    add("--ema-rampup", type=float, metavar="RATIO", help="ramp the EMA half-life up as RATIO × images seen (EDM: 0.05)")
+    add("--precision", choices=cfg.PRECISIONS, help="autocast precision of the training step: fp32, bf16 (the paper's) or fp16 with a gradient scaler (default: fp32)")
+    add("--compile", action=argparse.BooleanOptionalAction, help="compile the field with torch.compile (default: off)")
+    add("--workers", type=int, help="DataLoader workers prefetching batches (default: 0, batches drawn in the training process)")
+    add("--log", choices=cfg.LOGS, help="csv (log.csv), or tensorboard: log.csv and TensorBoard events in <out>/tensorboard/ (default: csv)")
+    add("--augment", choices=cfg.AUGMENTATIONS, help="image augmentation: hflip mirrors each training image with probability 1/2 (cifar10, celeba64)")
 
 
 def _structured_options(train: argparse.ArgumentParser) -> None:
@@ -190,6 +207,16 @@ def _sampler_options(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--step-size", type=float, default=None, help="Langevin step size of fixed-σ runs (default: the run's)")
     parser.add_argument("--sampler", default=None, choices=ALL_SAMPLERS, help=f"sampler to {what} with (default: the run's; noise-annealed runs: heun, euler, dopri5, sde, pc)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar (shown on a terminal)")
+    parser.add_argument("--device", default=None, help="where the field runs: cpu, cuda, cuda:N (default: the device the run trained on when this machine has it, else cpu)")
+
+
+def _evaluate_options(evaluate) -> None:
+    """The sampler options of ``evaluate`` and those of its image metrics by torch-fidelity."""
+    _sampler_options(evaluate, "evaluate")
+    evaluate.add_argument("--inception-weights", default=None, metavar="PATH", help="image runs: torch-fidelity's InceptionV3 weights (weights-inception-2015-12-05-6726825d.pth; see docs/image_metrics.md) for FID and Inception Score")
+    evaluate.add_argument("--fid-reference", default=None, metavar="PATH", help="image runs: FID reference, an .npz of statistics (mu, sigma) or an .npy/.npz uint8 image array")
+    evaluate.add_argument("--fid-n", type=int, default=None, metavar="N", help="samples for FID and Inception Score (default: the --n samples)")
+    evaluate.add_argument("--precision-recall", action="store_true", help="also report precision and recall (needs an image array as --fid-reference)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -214,7 +241,7 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", default=None, help="points runs: data to compare with (default: the run's own, held out)")
     evaluate.add_argument("--n", type=int, default=2000, help="number of samples and data points (default: 2000)")
     evaluate.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    _sampler_options(evaluate, "evaluate")
+    _evaluate_options(evaluate)
 
     compare = commands.add_parser(
         "compare",
@@ -297,7 +324,15 @@ def _train(args) -> None:
         print(cfg.dumps(spec))
         return
     out = getattr(args, "out", None) or _default_out(spec.data.spec, spec.objective.name)
-    result = train_run(spec, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    from .train.distributed import initialise, shutdown
+
+    ctx = initialise(spec.train.device)  # under torchrun: join the other ranks (gloo on CPU, NCCL on GPUs)
+    try:
+        result = train_run(spec, out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
+    finally:
+        shutdown()
+    if not ctx.is_main:
+        return  # rank 0 reports
     train = result["train"]
     print(f"trained {spec.objective.name} ({spec.objective.noise or 'flow'}) on {spec.data.spec} for {train['steps']} steps "
           f"in {train['wall_time_s']:.1f} s (median {_number(train['median_step_ms'])} ms/step)")
@@ -323,15 +358,31 @@ def _sample(args) -> None:
     from .run import sample_run
 
     out = args.out or str(Path(args.run) / f"samples-seed{args.seed}.npy")
-    samples = sample_run(args.run, n=args.n, seed=args.seed, out=out, label=args.label, progress=_bar(args), guidance=args.guidance, **_sampler_overrides(args))
+    samples = sample_run(args.run, n=args.n, seed=args.seed, out=out, label=args.label, progress=_bar(args), guidance=args.guidance, device=args.device, **_sampler_overrides(args))
     print(f"wrote {samples.shape[0]} samples of shape {tuple(samples.shape[1:])} to {out}")
 
 
 def _evaluate(args) -> None:
     from .run import evaluate_run
 
-    metrics = evaluate_run(args.run, data=args.data, n=args.n, seed=args.seed, progress=_bar(args), **_sampler_overrides(args))
+    fidelity = _fidelity_config(args)
+    metrics = evaluate_run(args.run, data=args.data, n=args.n, seed=args.seed, progress=_bar(args), fidelity=fidelity, fid_n=args.fid_n, device=args.device, **_sampler_overrides(args))
     print(json.dumps(metrics, indent=2))
+
+
+def _fidelity_config(args):
+    """The FidelityConfig of evaluate's --inception-weights and --fid-reference (both or neither)."""
+    weights, reference = args.inception_weights, args.fid_reference
+    if weights is None and reference is None:
+        if args.fid_n is not None or args.precision_recall:
+            raise FluxMatchError(f"{'--fid-n' if args.fid_n is not None else '--precision-recall'} needs --inception-weights and --fid-reference")
+        return None
+    if weights is None or reference is None:
+        given, missing = ("--fid-reference", "--inception-weights") if weights is None else ("--inception-weights", "--fid-reference")
+        raise FluxMatchError(f"{given} needs {missing} too: FID compares the samples' Inception features with a reference (see docs/image_metrics.md)")
+    from .metrics.fidelity import FidelityConfig
+
+    return FidelityConfig(weights, fid_reference=reference, precision_recall=args.precision_recall)
 
 
 def _compare(args) -> None:

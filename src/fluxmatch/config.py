@@ -41,7 +41,10 @@ FLOW_PATHS = ("ot", "vp", "ve")
 FLOW_COUPLINGS = ("independent", "ot", "exact", "sinkhorn")
 FIELD_FAMILIES = ("mlp", "unet", "transformer", "dag")
 DESIGN_NAMES = ("mixing", "rotation", "curl", "skew", "sparsity")
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "constant", "ramp")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOGS = ("csv", "tensorboard")
+AUGMENTATIONS = ("hflip",)
 
 #: Samplers by the conditioning of the trained field (see :func:`conditioning_of`).
 SAMPLERS = {
@@ -62,12 +65,15 @@ class DataSpec:
         kind: the data kind ("points", "images"); None: the kind that claims ``spec``.
         n: use a random subset of n rows (toy sets: the size of the fixed sample).
         holdout_fraction: files: fraction of rows held out for evaluation.
+        augment: "hflip" mirrors each training image left-right with probability 1/2
+            (CIFAR-10, CelebA-64; as the paper trains), None for none.
     """
 
     spec: str = "ring"
     kind: str | None = None
     n: int | None = None
     holdout_fraction: float = 0.2
+    augment: str | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,9 @@ class TrainSpec:
     ``steps`` and ``batch_size`` default by data kind (points 2000 × 512, images 6000 × 128,
     trajectories 3000 × 256); ``grad_clip`` None turns clipping off; ``snapshot_every`` N keeps
     the EMA weights every N steps in the run's ``snapshots/`` (curves through training).
+    ``lr_schedule`` "ramp" with ``lr_rampup`` and ``ema_halflife``/``ema_rampup`` are EDM's
+    schedules (in training images); ``precision`` (fp32, bf16, fp16), ``compile``, ``workers``
+    and ``log`` (csv, tensorboard) are described in :class:`fluxmatch.train.TrainConfig`.
     """
 
     steps: int | None = None
@@ -171,6 +180,13 @@ class TrainSpec:
     device: str = "cpu"
     checkpoint_every: int = 500
     snapshot_every: int | None = None
+    lr_rampup: int | None = None
+    ema_halflife: float | None = None
+    ema_rampup: float | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    workers: int = 0
+    log: str = "csv"
 
 
 @dataclass(frozen=True)
@@ -236,6 +252,16 @@ FLAT_OPTIONS = {
     "device": ("train", "device"),
     "checkpoint_every": ("train", "checkpoint_every"),
     "snapshot_every": ("train", "snapshot_every"),
+    "lr_schedule": ("train", "lr_schedule"),
+    "lr_rampup": ("train", "lr_rampup"),
+    "ema_decay": ("train", "ema_decay"),
+    "ema_halflife": ("train", "ema_halflife"),
+    "ema_rampup": ("train", "ema_rampup"),
+    "precision": ("train", "precision"),
+    "compile": ("train", "compile"),
+    "workers": ("train", "workers"),
+    "log": ("train", "log"),
+    "augment": ("data", "augment"),
     "eval_samples": ("evaluation", "n"),
     "nll_samples": ("evaluation", "nll_n"),
 }
@@ -456,6 +482,24 @@ def _number(value, what: str, positive: bool = True):
         raise FluxMatchError(f"{what} must be a {'positive ' if positive else ''}finite number, got {value!r}")
 
 
+def _check_scale_options(spec: RunSpec) -> None:
+    """The training options for scale: EDM's schedules, precision, compile, workers, logs, augmentation."""
+    t = spec.train
+    _choice(t.precision, PRECISIONS, "precision (--precision)")
+    _choice(t.log, LOGS, "log (--log)")
+    _choice(spec.data.augment, AUGMENTATIONS, "augmentation (--augment)")
+    _integer(t.lr_rampup, "the learning-rate ramp-up (--lr-rampup, training images)")
+    if t.lr_rampup is not None and t.lr_schedule != "ramp":
+        raise FluxMatchError(f"--lr-rampup applies to the ramp schedule (--lr-schedule ramp); this run's schedule is {t.lr_schedule}")
+    _number(t.ema_halflife, "the EMA half-life (--ema-halflife, training images)")
+    _number(t.ema_rampup, "the EMA half-life's ramp-up ratio (--ema-rampup)")
+    if t.ema_rampup is not None and t.ema_halflife is None:
+        raise FluxMatchError("--ema-rampup applies with an EMA half-life (--ema-halflife)")
+    _integer(t.workers, "the number of data-loading workers (--workers)", minimum=0)
+    if not isinstance(t.compile, bool):
+        raise FluxMatchError(f"compile must be true or false, got {t.compile!r}")
+
+
 def _check_values(spec: RunSpec) -> None:
     """Each setting on its own: names among the known ones, numbers in range."""
     o, s, t, e, f = spec.objective, spec.sampler, spec.train, spec.evaluation, spec.field
@@ -474,6 +518,7 @@ def _check_values(spec: RunSpec) -> None:
     _choice(o.coupling, FLOW_COUPLINGS, "flow-matching coupling")
     _choice(f.family, FIELD_FAMILIES, "field family")
     _choice(t.lr_schedule, LR_SCHEDULES, "learning-rate schedule")
+    _check_scale_options(spec)
     unknown = sorted(set(o.design) - set(DESIGN_NAMES))
     if unknown:
         raise FluxMatchError(f"unknown design term(s) {', '.join(unknown)}: expected some of {', '.join(DESIGN_NAMES)}")
@@ -545,6 +590,8 @@ def validate(spec: RunSpec, kind=None) -> None:
     elif o.noise == "fixed":
         _refuse(spec, "objective", "sigma_distribution", "noise-annealed training (--noise annealed)", "this run trains at one fixed σ")
     if kind is not None:
+        if spec.data.augment is not None and getattr(kind, "name", None) != "images":
+            raise FluxMatchError(f"--augment {spec.data.augment} applies to image data (cifar10:PATH, celeba64:PATH); this run's data is {kind.name}")
         kind.validate(spec)
     conditioning = conditioning_of(spec) if (o.noise is not None or name == "flow") else None
     _check_sampler(spec, conditioning)
@@ -648,7 +695,10 @@ def _resolved_sampler(spec: RunSpec) -> SamplerSpec:
 
 #: Settings a resumed run may change: how long it trains, where, how often it checkpoints, and
 #: how it is sampled and evaluated afterwards (``"*"``: every setting of the section).
-RESUMABLE_CHANGES = (("train", "steps"), ("train", "device"), ("train", "checkpoint_every"), ("train", "snapshot_every"), ("sampler", "*"), ("evaluation", "*"))
+RESUMABLE_CHANGES = (
+    ("train", "steps"), ("train", "device"), ("train", "checkpoint_every"), ("train", "snapshot_every"), ("train", "compile"), ("train", "log"),
+    ("sampler", "*"), ("evaluation", "*"),
+)
 
 
 def spec_changes(old: RunSpec, new: RunSpec, allowed=RESUMABLE_CHANGES) -> list[tuple[str, object, object]]:

@@ -121,3 +121,29 @@ def test_one_progress_bar_counts_samples_across_the_chunks(runs, monkeypatch, ki
     monkeypatch.setattr(FakeBar, "made", [])
     sampling.draw(runs[kind], 4, seed=1, progress=True)
     assert len(FakeBar.made) == 1 and FakeBar.made[0].iterable is not None
+
+
+def test_a_run_samples_on_the_device_it_trained_on_where_there_is_one(runs, monkeypatch):
+    from dataclasses import replace
+
+    from fluxmatch.errors import FluxMatchError
+    from fluxmatch.run.run import run_device
+
+    run = runs["fixed"]
+    assert run_device(run) == torch.device("cpu")
+    trained_on_gpu = replace(run, spec=replace(run.spec, train=replace(run.spec.train, device="cuda:1")))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert run_device(trained_on_gpu) == torch.device("cpu")  # a GPU run opened on a CPU machine
+    assert run_device(trained_on_gpu, "cpu") == torch.device("cpu")
+    with pytest.raises(FluxMatchError, match="sees no CUDA GPU"):
+        run_device(run, "cuda")
+
+
+def test_sampler_noise_from_a_cpu_generator_is_the_same_on_any_device():
+    from fluxmatch.samplers.noise import standard_normal
+
+    a = standard_normal((4, 3), torch.Generator().manual_seed(1))
+    b = torch.randn((4, 3), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    meta = standard_normal((4, 3), torch.Generator().manual_seed(1), device="meta")  # drawn on the CPU, then moved
+    assert meta.device.type == "meta" and meta.shape == (4, 3)

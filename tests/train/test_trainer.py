@@ -18,7 +18,7 @@ from fluxmatch.data import DataSource
 from fluxmatch.errors import FluxMatchError, TrainingInterrupted
 from fluxmatch.fields import MLPField, call_field
 from fluxmatch.objectives import DenoisingScoreMatching, FluxMatching, ObjectiveOutput
-from fluxmatch.train import TrainConfig, Trainer, load_run
+from fluxmatch.train import EMA, TrainConfig, Trainer, load_run
 from fluxmatch.train import checkpoint as checkpoint_module
 from fluxmatch.train.trainer import RunLock
 
@@ -367,3 +367,81 @@ def test_a_float64_field_is_refused_before_training(tmp_path):
     with pytest.raises(FluxMatchError, match=r"fluxmatch trains float32 fields; call field.float\(\)"):
         trainer.fit()
     assert not (tmp_path / "run").exists()
+
+
+def test_tensorboard_logs_mirror_the_csv_through_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def train(steps, resume=False):
+        torch.manual_seed(0)
+        config = TrainConfig(steps=steps, batch_size=64, progress=False, log_every=5, checkpoint_every=10, log="tensorboard", lr_schedule="constant")
+        return Trainer(MLPField(2, (16,)), DenoisingScoreMatching(0.3), DataSource.from_spec("ring", 0), config, tmp_path).fit(resume=resume)
+
+    train(10)
+    train(20, resume=True)
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/grad_norm", "train/lr"} <= set(events.Tags()["scalars"])
+    steps = [e.step for e in events.Scalars("train/loss")]
+    with (tmp_path / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(set(steps)) == [int(r["step"]) for r in rows] == [5, 10, 15, 20]
+    logged = {e.step: e.value for e in events.Scalars("train/loss")}
+    assert all(abs(logged[int(r["step"])] - float(r["loss"])) < 1e-6 for r in rows)
+
+
+def test_tensorboard_missing_is_one_clear_error_before_training(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    config = TrainConfig(steps=5, batch_size=16, progress=False, log="tensorboard")
+    with pytest.raises(FluxMatchError, match=r"fluxmatch\[tensorboard\]"):
+        Trainer(MLPField(2, (8,)), DenoisingScoreMatching(0.3), DataSource.from_spec("ring", 0), config, tmp_path / "run").fit()
+    assert not (tmp_path / "run").exists()
+
+
+def test_edm_schedules_ramp_the_learning_rate_and_the_ema_half_life():
+    config = TrainConfig(steps=100, batch_size=100, lr=1e-3, lr_schedule="ramp", lr_rampup=5000)
+    assert config.lr_at(0) == pytest.approx(2e-5) and config.lr_at(49) == pytest.approx(1e-3) and config.lr_at(99) == 1e-3
+    assert TrainConfig(lr_schedule="ramp", batch_size=512).lr_at(0) == pytest.approx(1e-3 * 512 / 10_000_000)
+    ema = EMA(MLPField(2, (4,)), halflife=1000, batch_size=100, rampup=0.05)
+    assert ema.decay_at(0) == pytest.approx(0.5 ** (100 / 5)) and ema.decay_at(10**6) == pytest.approx(0.5**0.1)
+    for bad, match in (
+        (dict(lr_rampup=10), "applies to the 'ramp'"), (dict(ema_rampup=0.05), "applies only with ema_halflife"),
+        (dict(precision="fp8"), "unknown precision"), (dict(workers=-1), "workers must be"), (dict(log="wandb"), "unknown log"),
+    ):
+        with pytest.raises(FluxMatchError, match=match):
+            TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_autocast_precisions_train_and_keep_float32_weights(tmp_path, precision):
+    torch.manual_seed(0)
+    field = MLPField(2, (16,))
+    config = TrainConfig(steps=6, batch_size=64, progress=False, precision=precision)
+    summary = Trainer(field, DenoisingScoreMatching(0.3), DataSource.from_spec("ring", 0), config, tmp_path).fit()
+    assert summary["steps"] == 6 and math.isfinite(summary["final_loss"])
+    assert all(p.dtype == torch.float32 for p in field.parameters())
+
+
+def test_workers_prefetch_batches_that_a_resumed_run_gets_again(tmp_path):
+    def train(out, steps, workers, resume=False):
+        torch.manual_seed(0)
+        config = TrainConfig(steps=steps, batch_size=64, progress=False, workers=workers, checkpoint_every=4, lr_schedule="constant")
+        Trainer(MLPField(2, (16,)), DenoisingScoreMatching(0.3), DataSource.from_spec("ring", 0), config, out).fit(resume=resume)
+        return load_file(str(out / "trainer.safetensors"))
+
+    whole = train(tmp_path / "a", 8, workers=1)
+    train(tmp_path / "b", 4, workers=1)
+    resumed = train(tmp_path / "b", 8, workers=1, resume=True)
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole if k.startswith(("field.", "ema.")))
+
+
+def test_compile_compiles_the_field_once_before_training(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(MLPField, "compile", lambda self, *a, **k: calls.append(self), raising=False)
+    field = MLPField(2, (8,))
+    config = TrainConfig(steps=2, batch_size=16, progress=False, compile=True)
+    Trainer(field, DenoisingScoreMatching(0.3), DataSource.from_spec("ring", 0), config, tmp_path).fit()
+    assert calls == [field]

@@ -116,6 +116,21 @@ def load_data(spec: str | os.PathLike, n: int | None = None, seed: int = 0) -> t
     raise unknown_data(spec)
 
 
+def part_rows(b: int, part: tuple[int, int]) -> slice:
+    """The rows of a b-row global batch that rank ``part[0]`` of ``part[1]`` keeps: the slice
+    ``rank·b//world … (rank+1)·b//world``.
+
+        >>> [part_rows(10, (r, 3)) for r in range(3)]
+        [slice(0, 3, None), slice(3, 6, None), slice(6, 10, None)]
+    """
+    rank, world = part
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1 or not isinstance(rank, int) or not 0 <= rank < world:
+        raise FluxMatchError(f"part must be (rank, world) with 0 ≤ rank < world, got {part!r}")
+    if b < world:
+        raise FluxMatchError(f"a batch of {b} rows cannot be split across {world} processes: use a batch of at least {world}")
+    return slice(rank * b // world, (rank + 1) * b // world)
+
+
 @dataclass(frozen=True)
 class Batch:
     """One training batch as a data source yields it.
@@ -313,11 +328,29 @@ class DataSource:
         index = torch.randint(0, len(self), (b,), generator=generator)
         return self.data[index], self.labels[index]
 
-    def sample_batch(self, b: int, generator: torch.Generator | None = None) -> Batch:
+    def sample_batch(self, b: int, generator: torch.Generator | None = None, part: tuple[int, int] | None = None) -> Batch:
         """A training :class:`Batch` of b rows with their labels (None when unlabelled), drawn
-        exactly as :meth:`batch_with_labels` draws."""
+        exactly as :meth:`batch_with_labels` draws.
+
+        ``part=(rank, world)`` keeps only rows ``rank·b//world … (rank+1)·b//world`` of that
+        batch: every rank of a data-parallel run draws the same global random choices from the
+        same generator state and keeps its own slice, so the slices of all ranks concatenate
+        to the batch one process would draw."""
         x, labels = self.batch_with_labels(b, generator)
-        return Batch(x, labels)
+        if part is None:
+            return Batch(x, labels)
+        rows = part_rows(b, part)
+        return Batch(x[rows], None if labels is None else labels[rows])
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-coordinate mean and population std of the training rows, flattened: two (D,)
+        float64 arrays."""
+        points = self.data.reshape(len(self), -1).double()
+        return points.mean(0).numpy(), points.std(0, unbiased=False).numpy()
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first min(n, N) training rows, (n', ...) float32 in model units."""
+        return self.data[: _check_count(n)]
 
     def holdout(self, n: int, seed: int = 0) -> torch.Tensor:
         """An evaluation sample independent of the training data.

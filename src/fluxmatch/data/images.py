@@ -15,11 +15,14 @@ Spec strings for :meth:`fluxmatch.data.DataSource.from_spec` (and ``fluxmatch tr
   ``.npy``/``.npz`` array (N, 64, 64, 3) uint8 prepared that way.
 
 Images come back in model units x = pixels/127.5 − 1 ∈ [−1, 1], shape (N, 3, H, W), with
-:data:`IMAGE_UNITS` recording the map back to 0..255.
+:data:`IMAGE_UNITS` recording the map back to 0..255. :func:`image_source` keeps them as uint8
+pixels in an :class:`ImageSource` (CIFAR-10: 150 MB, not the 600 MB of float32) and converts
+only the rows a batch, a held-out sample or a statistic reads.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -28,6 +31,8 @@ import numpy as np
 import torch
 
 from ..errors import FluxMatchError
+from . import Batch, DataSource, _check_labels, _derived_seed, _generator, _subset_index, _take, part_rows
+from .toy import _check_count
 
 IMAGE_UNITS = {"offset": -1.0, "scale": 1 / 127.5, "pixel_range": [0, 255], "model_range": [-1, 1]}
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -284,23 +289,211 @@ def parse_image_spec(spec: str) -> tuple[str, str] | None:
     return name, path
 
 
-def image_source(spec: str, seed: int = 0, holdout: int | None = None, limit: int | None = None):
-    """A :class:`~fluxmatch.data.DataSource` of CIFAR-10 (training split) or CelebA-64.
+#: Values converted at a time by :meth:`ImageSource.fingerprint`
+#: (16 MB of float32 a block).
+_CHUNK_VALUES = 1 << 22
+
+
+#: Rows summed at a time by :meth:`ImageSource.moments`: 255² · 256 < 2²⁴, so a float32 sum of
+#: 256 squared pixels is exact.
+_MOMENT_ROWS = 256
+
+
+def to_model_units(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels 0..255 as float32 model units x = pixels/127.5 − 1 (a new tensor).
+
+        >>> to_model_units(torch.tensor([0, 51, 255], dtype=torch.uint8))
+        tensor([-1.0000, -0.6000,  1.0000])
+    """
+    # Exactly the arithmetic images were always converted with, so fingerprints do not change.
+    return pixels.to(torch.float32).mul_(IMAGE_UNITS["scale"]).add_(IMAGE_UNITS["offset"])
+
+
+def _check_pixels(pixels, name: str) -> torch.Tensor:
+    if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[0] == 0:
+        shown = f"{pixels.dtype} {tuple(pixels.shape)}" if isinstance(pixels, torch.Tensor) else type(pixels).__name__
+        raise FluxMatchError(f"{name}: an ImageSource holds a non-empty (N, C, H, W) uint8 tensor of pixels, got {shown}")
+    return pixels.detach().cpu().contiguous()
+
+
+def _chunks(pixels: torch.Tensor):
+    """``pixels`` in consecutive blocks of rows of about :data:`_CHUNK_VALUES` values each."""
+    rows = max(1, _CHUNK_VALUES // max(1, pixels[0].numel()))
+    for start in range(0, pixels.shape[0], rows):
+        yield pixels[start : start + rows]
+
+
+class ImageSource(DataSource):
+    """A :class:`~fluxmatch.data.DataSource` of uint8 images, converted to model units only
+    where they are read: a batch converts its b rows, :meth:`holdout` its n rows.
+
+    Args:
+        pixels: (N, C, H, W) uint8 training images.
+        name: the spec they came from (e.g. ``cifar10:/data/cifar``).
+        held_out_pixels: (M, C, H, W) uint8 images reserved for evaluation, or None.
+        labels, held_out_labels, n_classes: as for :class:`~fluxmatch.data.DataSource`.
+        units: the map from model units to pixels (default :data:`IMAGE_UNITS`).
+        hflip: mirror each drawn training image left-right with probability 1/2. The coins
+            are drawn from the batch's generator after the row indices, so a generator state
+            gives one batch; held-out images are never flipped.
+
+    Attributes:
+        pixels, held_out_pixels: the uint8 tensors held (the only copy of the images).
+        data: the training rows in model units, **converted on every access**: a float32
+            tensor 4× the size of ``pixels`` (600 MB for CIFAR-10). Only for compatibility;
+            use :meth:`head`, :meth:`moments` or :meth:`sample_batch` instead.
+        held_out: the held-out rows in model units (converted on access; small), or None.
+    """
+
+    def __init__(self, pixels, name: str, *, held_out_pixels=None, labels=None, held_out_labels=None, n_classes=None, units=None, hflip: bool = False) -> None:
+        self.name = str(name)
+        self.is_toy = False
+        self.pixels = _check_pixels(pixels, self.name)
+        self.held_out_pixels = None if held_out_pixels is None else _check_pixels(held_out_pixels, f"{self.name} (held-out rows)")
+        if self.held_out_pixels is not None and self.held_out_pixels.shape[1:] != self.pixels.shape[1:]:
+            raise FluxMatchError(f"held-out rows of {name} have shape {tuple(self.held_out_pixels.shape[1:])}, training rows {self.dim}")
+        self._set_image_labels(labels, held_out_labels, n_classes)
+        self.units = dict(IMAGE_UNITS if units is None else units)
+        self.hflip = bool(hflip)
+
+    def _set_image_labels(self, labels, held_out_labels, n_classes) -> None:
+        self.labels, self.held_out_labels, self.n_classes = None, None, 0
+        if labels is None:
+            if held_out_labels is not None or n_classes:
+                raise FluxMatchError(f"{self.name}: held_out_labels and n_classes need labels for the training rows")
+            return
+        self.n_classes = int(n_classes) if n_classes else int(torch.as_tensor(np.asarray(labels)).max()) + 1
+        self.labels = _check_labels(labels, len(self), self.n_classes, self.name)
+        if (held_out_labels is None) != (self.held_out_pixels is None):
+            raise FluxMatchError(f"{self.name}: give held_out_labels exactly when there are held-out rows")
+        if held_out_labels is not None:
+            self.held_out_labels = _check_labels(held_out_labels, self.held_out_pixels.shape[0], self.n_classes, f"{self.name} (held-out rows)")
+
+    @property
+    def data(self) -> torch.Tensor:
+        return to_model_units(self.pixels)
+
+    @property
+    def held_out(self) -> torch.Tensor | None:
+        return None if self.held_out_pixels is None else to_model_units(self.held_out_pixels)
+
+    @property
+    def dim(self) -> tuple[int, ...]:
+        return tuple(self.pixels.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensors the source holds (pixels and labels)."""
+        parts = (self.pixels, self.held_out_pixels, self.labels, self.held_out_labels)
+        return sum(t.numel() * t.element_size() for t in parts if t is not None)
+
+    def __len__(self) -> int:
+        return self.pixels.shape[0]
+
+    def __repr__(self) -> str:
+        held = "" if self.held_out_pixels is None else f", held_out={self.held_out_pixels.shape[0]}"
+        classes = f", n_classes={self.n_classes}" if self.labels is not None else ""
+        return f"ImageSource({self.name!r}, rows={len(self)}, dim={self.dim}{held}{classes}, hflip={self.hflip})"
+
+    def _draw(self, b: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The row indices of a b-row batch and, with ``hflip``, which rows to mirror."""
+        index = torch.randint(0, len(self), (_check_count(b),), generator=generator)
+        flip = torch.rand(index.shape[0], generator=generator) < 0.5 if self.hflip else None
+        return index, flip
+
+    def _rows(self, index: torch.Tensor, flip: torch.Tensor | None) -> torch.Tensor:
+        x = self.pixels[index]
+        if flip is not None and bool(flip.any()):
+            x[flip] = x[flip].flip(-1)
+        return to_model_units(x)
+
+    def batch(self, b: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A (b, C, H, W) float32 batch of training images drawn uniformly with replacement
+        (then mirrored at random with ``hflip``)."""
+        return self._rows(*self._draw(b, generator))
+
+    def batch_with_labels(self, b: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`batch` and the labels of its rows (None when unlabelled), same generator use."""
+        index, flip = self._draw(b, generator)
+        return self._rows(index, flip), _take(self.labels, index)
+
+    def sample_batch(self, b: int, generator: torch.Generator | None = None, part: tuple[int, int] | None = None) -> Batch:
+        """A training :class:`~fluxmatch.data.Batch` drawn as :meth:`batch_with_labels` draws;
+        ``part=(rank, world)`` keeps rows ``rank·b//world … (rank+1)·b//world`` of it, and only
+        those rows are converted."""
+        index, flip = self._draw(b, generator)
+        if part is not None:
+            rows = part_rows(index.shape[0], part)
+            index, flip = index[rows], None if flip is None else flip[rows]
+        return Batch(self._rows(index, flip), _take(self.labels, index))
+
+    def holdout_with_labels(self, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A random subset of min(n, M) held-out images in model units (never flipped) and
+        their labels, the rows :class:`~fluxmatch.data.DataSource` would pick for its float copy."""
+        n = _check_count(n)
+        if self.held_out_pixels is None:
+            raise FluxMatchError(f"{self.name} has no held-out rows: build the source with holdout > 0")
+        index = _subset_index(self.held_out_pixels.shape[0], n, _generator(_derived_seed(seed, 1)))
+        return to_model_units(_take(self.held_out_pixels, index)), _take(self.held_out_labels, index)
+
+    def head(self, n: int) -> torch.Tensor:
+        """The first min(n, N) training images, (n', C, H, W) float32 in model units (unflipped)."""
+        return to_model_units(self.pixels[: _check_count(n)])
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-coordinate mean and population std of the training images in model units,
+        flattened to two (C·H·W,) float64 arrays, from exact sums of the pixels and of their
+        squares taken :data:`_MOMENT_ROWS` rows at a time (no float copy of the set)."""
+        total = torch.zeros(self.pixels[0].numel(), dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for start in range(0, len(self), _MOMENT_ROWS):
+            values = self.pixels[start : start + _MOMENT_ROWS].reshape(-1, total.shape[0]).to(torch.float32)
+            ones = torch.ones(1, values.shape[0])
+            # every partial sum is an integer ≤ 255² · 256 < 2²⁴, so float32 adds it exactly
+            total += (ones @ values)[0]
+            squares += (ones @ values.square_())[0]
+        n = len(self)
+        mean = total / n
+        variance = (squares / n - mean.square()).clamp_min(0)
+        scale, offset = IMAGE_UNITS["scale"], IMAGE_UNITS["offset"]
+        return (mean * scale + offset).numpy(), (variance.sqrt() * scale).numpy()
+
+    def fingerprint(self) -> str:
+        """The digest :meth:`DataSource.fingerprint <fluxmatch.data.DataSource.fingerprint>`
+        gives for the same images held as float32 model units (so runs stored before images
+        were kept as uint8 still validate), computed a block of rows at a time."""
+        digest = hashlib.blake2b(digest_size=16)
+        for pixels in (self.pixels, self.held_out_pixels):
+            if pixels is not None:
+                digest.update(str(tuple(pixels.shape)).encode())
+                for block in _chunks(pixels):
+                    digest.update(to_model_units(block).numpy().tobytes())
+            digest.update(b"|")
+        for labels in (self.labels, self.held_out_labels):
+            if labels is not None:
+                digest.update(str(tuple(labels.shape)).encode())
+                digest.update(labels.contiguous().numpy().tobytes())
+            digest.update(b"|")
+        return "blake2b:" + digest.hexdigest()
+
+
+def image_source(spec: str, seed: int = 0, holdout: int | None = None, limit: int | None = None, hflip: bool = False) -> ImageSource:
+    """An :class:`ImageSource` of CIFAR-10 (training split) or CelebA-64.
 
     Args:
         spec: ``cifar10:PATH`` or ``celeba64:PATH`` (see the module docstring).
         seed: seeds the shuffle that picks the held-out images.
         holdout: number of images held out for evaluation (default min(1000, N // 10), at least 1).
         limit: use only the first ``limit`` images (files in sorted order, or rows).
+        hflip: mirror drawn training images left-right at random (see :class:`ImageSource`).
 
     Returns:
-        A source whose ``data`` (N − M, 3, H, W) and ``held_out`` (M, 3, H, W) are float32 in
-        model units x = pixels/127.5 − 1 ∈ [−1, 1], with ``units`` = :data:`IMAGE_UNITS` to map
-        them back to pixels; CIFAR-10 carries ``labels``/``held_out_labels`` (int64, 0..9) and
-        ``n_classes`` 10, CelebA none (``n_classes`` 0).
+        A source holding ``pixels`` (N − M, 3, H, W) and ``held_out_pixels`` (M, 3, H, W) as
+        uint8; its batches, ``held_out`` and ``data`` are float32 in model units
+        x = pixels/127.5 − 1 ∈ [−1, 1], with ``units`` = :data:`IMAGE_UNITS` to map them back to
+        pixels. CIFAR-10 carries ``labels``/``held_out_labels`` (int64, 0..9) and ``n_classes``
+        10, CelebA none (``n_classes`` 0).
     """
-    from . import DataSource
-
     parsed = parse_image_spec(spec)
     if parsed is None:
         raise FluxMatchError(f"not an image data spec: {spec!r} (expected cifar10:PATH or celeba64:PATH)")
@@ -321,15 +514,9 @@ def image_source(spec: str, seed: int = 0, holdout: int | None = None, limit: in
         raise FluxMatchError(f"{spec}: {n} images leave nothing to train on after holding out {holdout}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
     train, held = order[holdout:], order[:holdout]
-
-    def model_units(index: torch.Tensor) -> torch.Tensor:
-        # Index the uint8 pixels first, then convert: one float32 copy of each split, no more.
-        x = pixels[index].to(torch.float32)
-        return x.mul_(IMAGE_UNITS["scale"]).add_(IMAGE_UNITS["offset"])
-
-    return DataSource(
-        model_units(train), spec, held_out=model_units(held) if holdout else None,
+    return ImageSource(
+        pixels[train], spec, held_out_pixels=pixels[held] if holdout else None,
         labels=None if labels is None else labels[train],
         held_out_labels=None if labels is None or not holdout else labels[held],
-        n_classes=10 if labels is not None else None, units=IMAGE_UNITS,
+        n_classes=10 if labels is not None else None, units=IMAGE_UNITS, hflip=hflip,
     )

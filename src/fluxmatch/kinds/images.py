@@ -7,6 +7,10 @@ reported in the data's own units (digits: 0..16). Metrics: the data set's featur
 one is registered (:data:`FEATURE_METRICS`; the digits: FD-digits and class coverage in the
 feature space of a classifier trained on the training split) and the NLL in bits/dim by the
 probability-flow ODE. Plots: a grid of samples and one of held-out images.
+
+CIFAR-10 and CelebA-64 load as an :class:`~fluxmatch.data.images.ImageSource` (uint8 pixels,
+converted per batch); ``augment="hflip"`` in the data spec mirrors each drawn training image
+left-right with probability 1/2. The digits refuse it: a mirrored digit is not a digit.
 """
 
 from __future__ import annotations
@@ -16,12 +20,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import AUGMENTATIONS
 from ..data import DataSource
-from ..data.images import parse_image_spec
+from ..data.images import image_source, parse_image_spec
 from ..errors import FluxMatchError
 from .base import DataKind, Evaluation, format_number
 
 IMAGE_NAMES = ("digits",)
+
+
+def wants_hflip(data) -> bool:
+    """Whether a :class:`~fluxmatch.config.DataSpec` asks for random left-right flips
+    (``augment="hflip"``), refusing augmentations the images kind cannot apply to its data."""
+    augment = getattr(data, "augment", None)
+    if augment is None:
+        return False
+    if augment not in AUGMENTATIONS:
+        raise FluxMatchError(f"unknown augmentation {augment!r}: expected one of {', '.join(AUGMENTATIONS)} (or none)")
+    if parse_image_spec(data.spec) is None:
+        what = "a mirrored digit is not a digit (2, 3, 7 turn into other shapes)" if data.spec == "digits" else f"{data.spec} is not a cifar10:/celeba64: image set"
+        raise FluxMatchError(f"--augment {augment} applies to photographs (cifar10:PATH, celeba64:PATH); {what}, so train on {data.spec} without --augment")
+    return True
 
 
 def _digits_metrics(samples: np.ndarray, held: torch.Tensor, seed: int) -> dict:
@@ -48,13 +67,20 @@ class Images(DataKind):
         return spec in IMAGE_NAMES or parse_image_spec(spec) is not None
 
     def load(self, data, seed: int) -> DataSource:
-        source = DataSource.from_spec(data.spec, seed=seed, n=data.n, holdout_fraction=data.holdout_fraction)
+        if parse_image_spec(data.spec) is not None:
+            # uint8 pixels converted per batch (fluxmatch.data.images.ImageSource); the images
+            # have their own held-out count, so holdout_fraction does not apply to them
+            source = image_source(str(data.spec), seed=seed, limit=data.n, hflip=wants_hflip(data))
+        else:
+            wants_hflip(data)
+            source = DataSource.from_spec(data.spec, seed=seed, n=data.n, holdout_fraction=data.holdout_fraction)
         if len(source.dim) != 3:
             raise FluxMatchError(f"image data must have shape (N, C, H, W); {data.spec} has points of shape {source.dim}")
         source.spec = data.spec
         return source
 
     def validate(self, spec) -> None:
+        wants_hflip(spec.data)
         if spec.field.family in ("transformer", "dag"):
             raise FluxMatchError(f"--field {spec.field.family} does not apply to image data: image runs train a UNet (--unet sets its size)")
         if spec.objective.name == "flow":
@@ -85,7 +111,9 @@ class Images(DataKind):
 
     def metrics(self, ev: Evaluation) -> dict:
         source = self._source(ev)
-        held = source.held_out if source.held_out is not None else source.holdout(2000, seed=0)
+        held = source.held_out  # an ImageSource converts its uint8 held-out images on each access: read it once
+        if held is None:
+            held = source.holdout(2000, seed=0)
         result: dict = {}
         suite = FEATURE_METRICS.get(source.name)
         if suite is not None:
@@ -117,4 +145,4 @@ class Images(DataKind):
         return [f"{key:<18} {format_number(metrics[key])}" for key in keys if key in metrics]
 
 
-__all__ = ["Images", "FEATURE_METRICS"]
+__all__ = ["Images", "FEATURE_METRICS", "wants_hflip"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import FluxMatchError
 from ..train.checkpoint import check_writable_target
-from ..train.trainer import LOCK_FILE, RUN_MARKERS
+from ..train.trainer import LOCK_FILE, RUN_MARKERS, TENSORBOARD_DIR
 
 #: In a staging directory: the run directory it replaces (JSON ``{"target": path}``).
 REPLACES = ".replaces"
@@ -33,7 +33,7 @@ REPLACES = ".replaces"
 #: unfinished atomic write. A directory holding nothing else counts as empty.
 LEFTOVERS = (LOCK_FILE, ".*.tmp")
 #: What a run directory holds besides its checkpoint files: what ``--overwrite`` may replace.
-RUN_ARTIFACTS = ("samples.npy", "metrics.json", "*.png", "*.gif", "samples-seed*.npy", "snapshots", *LEFTOVERS, REPLACES)
+RUN_ARTIFACTS = ("samples.npy", "metrics.json", "*.png", "*.gif", "samples-seed*.npy", "snapshots", TENSORBOARD_DIR, *LEFTOVERS, REPLACES)
 
 
 def _matches(name: str, patterns) -> bool:

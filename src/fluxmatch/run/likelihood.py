@@ -42,16 +42,17 @@ def nll_bits_per_dim(run: Run, images: torch.Tensor, seed: int = 0, rtol: float 
     if run.conditioning != "sigma":
         raise FluxMatchError("bits/dim are measured through the probability-flow ODE of a noise-annealed run")
     generator = torch.Generator().manual_seed(int(seed))
-    x = _dequantised(torch.as_tensor(images).float(), units, generator)
+    device = next(run.field.parameters()).device  # the run's device (see fluxmatch.run.run.run_device)
+    x = _dequantised(torch.as_tensor(images).float(), units, generator).to(device)
     field = run.field
     if run.spec.field.class_conditional:  # the unconditional model's likelihood: the null class
-        field = ClassifierFreeGuidance(run.field, torch.zeros(x.shape[0], dtype=torch.long), 0.0)
+        field = ClassifierFreeGuidance(run.field, torch.zeros(x.shape[0], dtype=torch.long, device=device), 0.0)
     bits = int(math.ceil(math.log2(units["pixel_range"][1] + 1)))
     result = probability_flow_log_likelihood(
         field, x, NLL_SIGMA_MIN, run.spec.sampler.sigma_max, method="dopri5", divergence="hutchinson",
         rtol=rtol, atol=atol, data_variance=run.field.sigma_data**2, dequantization_bits=bits, data_scale=units["scale"], generator=generator,
     )
-    values = result.bits_per_dim.double()
+    values = result.bits_per_dim.double().cpu()
     return {
         "nll_bits_per_dim": float(values.mean()),
         "nll_bits_per_dim_se": float(values.std() / math.sqrt(values.numel())) if values.numel() > 1 else None,

@@ -57,6 +57,25 @@ class Run:
         return tuple(self.data_meta.get("dim") or (self.config["field"]["dim"],))
 
 
+def run_device(run: Run, device: str | None = None) -> torch.device:
+    """Where a run is sampled and evaluated: ``device`` when given (checked), else the device it
+    was trained on when this machine has it (a GPU run on a GPU machine stays on the GPU), else
+    the CPU."""
+    from ..train.trainer import resolve_device
+
+    if device is not None:
+        return resolve_device(device)
+    trained = str(run.spec.train.device or "cpu")
+    if trained == "auto" or trained.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        try:
+            return resolve_device(trained)
+        except FluxMatchError:  # cuda:3 on a machine with fewer GPUs
+            return torch.device("cuda")
+    return torch.device("cpu")
+
+
 def open_run(run) -> Run:
     """A :class:`Run` from a run directory (or a Run, returned as is)."""
     if isinstance(run, Run):

@@ -27,7 +27,7 @@ from ..config import SamplerSpec, validate
 from ..errors import FluxMatchError
 from ..fields import ClassifierFreeGuidance
 from ..samplers import edm_sigmas, langevin, predictor_corrector, prior_sample, probability_flow, reverse_sde, solve_ode
-from .run import Run
+from .run import Run, run_device
 
 #: Samples per sampler call for images and on the noise-annealed path (bounds the memory of big fields).
 CHUNK = 1000
@@ -104,8 +104,8 @@ def _langevin(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[to
 
     def chunk(start: int, rows: int, bar: bool) -> tuple[torch.Tensor, int]:
         x0 = (mean + std * torch.randn((rows, d), generator=generator)).reshape(rows, *run.event_shape)
-        result = langevin(run.field, x0, s.step_size, s.steps, c=run.sigma, generator=generator, progress=bar)
-        return result.samples, result.nfe
+        result = langevin(run.field, x0.to(_device(run)), s.step_size, s.steps, c=run.sigma, generator=generator, progress=bar)
+        return result.samples.cpu(), result.nfe
 
     return _chunked(n, _point_rows(run), chunk, progress)
 
@@ -113,8 +113,8 @@ def _langevin(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[to
 def _flow(run: Run, n: int, s: SamplerSpec, generator, progress) -> tuple[torch.Tensor, int]:
     def chunk(start: int, rows: int, bar: bool) -> tuple[torch.Tensor, int]:
         x0 = torch.randn((rows, *run.event_shape), generator=generator)
-        result = solve_ode(run.field, x0, 0.0, 1.0, s.method, s.steps, progress=bar)
-        return result.samples, result.nfe
+        result = solve_ode(run.field, x0.to(_device(run)), 0.0, 1.0, s.method, s.steps, progress=bar)
+        return result.samples.cpu(), result.nfe
 
     return _chunked(n, _point_rows(run), chunk, progress)
 
@@ -124,20 +124,25 @@ def _annealed(run: Run, n: int, s: SamplerSpec, generator, label, progress) -> t
     labels = _labels(run, n, label)
 
     def chunk(start: int, rows: int, bar: bool) -> tuple[torch.Tensor, int]:
-        field = run.field if labels is None else ClassifierFreeGuidance(run.field, labels[start : start + rows], float(s.guidance))
-        x = prior_sample((rows, *run.event_shape), s.sigma_max, generator)
+        field = run.field if labels is None else ClassifierFreeGuidance(run.field, labels[start : start + rows].to(_device(run)), float(s.guidance))
+        x = prior_sample((rows, *run.event_shape), s.sigma_max, generator).to(_device(run))
         if s.method == "sde":
             result = reverse_sde(field, x, sigmas, generator=generator, progress=bar)
         elif s.method == "pc":
             result = predictor_corrector(field, x, sigmas, generator=generator, progress=bar)
         else:
             result = probability_flow(field, x, sigmas, method=s.method, progress=bar)
-        return result.samples.float(), result.nfe
+        return result.samples.float().cpu(), result.nfe
 
     return _chunked(n, CHUNK, chunk, progress)
 
 
-def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=None, progress: bool = False) -> tuple[np.ndarray, int]:
+def _device(run: Run) -> torch.device:
+    """The device the run's field is on (where :func:`draw` put it)."""
+    return next(run.field.parameters()).device
+
+
+def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=None, progress: bool = False, device: str | None = None) -> tuple[np.ndarray, int]:
     """(n, *event_shape) float32 samples of the run's EMA field in model units (rows may be
     non-finite if the sampler diverged), and the field evaluations per sample.
 
@@ -145,7 +150,9 @@ def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=
     Every sampler runs on chunks in turn (:data:`CHUNK` or, for points by Langevin or the flow
     ODE, :data:`POINT_CHUNK` samples; memory bounded by a chunk); ``progress`` shows a tqdm bar
     (per step for one chunk, per sample across several). The same seed gives the same samples;
-    a draw of at most one chunk is exactly the unchunked draw.
+    a draw of at most one chunk is exactly the unchunked draw. The field runs on ``device``
+    (default :func:`~fluxmatch.run.run.run_device`: the device it trained on, where this machine
+    has it); the noise is drawn on the CPU from the seed, so a seed means the same noise there.
 
     Raises:
         FluxMatchError: n not an integer ≥ 1, or a label for a run that takes none (or out of
@@ -154,6 +161,7 @@ def draw(run: Run, n: int, seed: int, sampler: SamplerSpec | None = None, label=
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise FluxMatchError(f"the number of samples must be an integer ≥ 1, got {n!r}")
     s = sampler or run.spec.sampler
+    run.field.to(run_device(run, device))
     generator = torch.Generator().manual_seed(int(seed))
     if run.conditioning == "fixed":
         if label is not None:

@@ -14,6 +14,7 @@ from ..errors import FluxMatchError
 from ..kinds import Evaluation, get_kind
 from ..kinds.base import finite_or_raise
 from ..train import TrainConfig, Trainer
+from ..train.distributed import agree, current
 from ..train.trainer import RunLock
 from .artifacts import CHECKPOINT_FILES, plot_loss, save_npy, write_metrics
 from .build import build_field, build_objective
@@ -28,7 +29,8 @@ def train_config(spec: RunSpec, progress: bool) -> TrainConfig:
     return TrainConfig(
         steps=t.steps, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule, ema_decay=t.ema_decay, grad_clip=t.grad_clip,
         seed=t.seed, log_every=log_every(t.steps), checkpoint_every=t.checkpoint_every, progress=progress, device=t.device,
-        snapshot_every=t.snapshot_every,
+        snapshot_every=t.snapshot_every, lr_rampup=t.lr_rampup, ema_halflife=t.ema_halflife, ema_rampup=t.ema_rampup,
+        precision=t.precision, compile=t.compile, workers=t.workers, log=t.log,
     )
 
 
@@ -122,10 +124,17 @@ def train_run(spec: RunSpec, out, resume: bool = False, progress: bool = True, o
     Returns the content of metrics.json: the kind's metrics, ``train`` (the trainer's summary),
     ``sampler`` (its settings, NFE per sample, n, seed), ``data``, ``objective``, ``noise``
     and ``files``.
+
+    Launched by torchrun (see :mod:`fluxmatch.train.distributed`), every rank trains and rank 0
+    alone checks and writes the directory, samples, evaluates and plots; the other ranks return
+    ``{"train": summary, "rank": r, "files": []}``.
     """
     spec = resolve(spec)
-    out = training_dir(out, resume, overwrite)
+    ctx = current()
+    out = agree(lambda: training_dir(out, resume, overwrite), ctx)
     final = replacement_target(out) or Path(out)  # a staging directory (--overwrite) is swapped in when complete
+    if not ctx.is_main:
+        return {"train": fit(spec, out, resume, progress=False)["summary"], "rank": ctx.rank, "files": []}
     try:
         with RunLock(final) if final != out and final.is_dir() else contextlib.nullcontext():  # no trainer may use the run being replaced
             result = _train_into(spec, out, resume, progress)

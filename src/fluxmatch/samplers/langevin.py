@@ -8,6 +8,7 @@ import torch
 
 from ..errors import FluxMatchError
 from ..fields import call_field
+from .noise import standard_normal
 
 
 @dataclass
@@ -63,7 +64,7 @@ def langevin(
         steps = tqdm(steps, desc="langevin", leave=False)
     for k in steps:
         drift = call_field(field, x, c)
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        noise = standard_normal(x.shape, generator, x.dtype, x.device)
         x = x + step_size * drift + noise_scale * noise
         if record_every and ((k + 1) % record_every == 0 or k + 1 == n_steps):
             frames.append(x.clone())

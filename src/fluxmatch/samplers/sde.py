@@ -24,6 +24,7 @@ import torch
 
 from ..errors import FluxMatchError, check_positive
 from ..fields import call_field
+from .noise import standard_normal
 from .ode import solve_ode
 from .schedules import check_sigmas
 
@@ -51,7 +52,7 @@ class AnnealedResult:
 def prior_sample(shape, sigma_max: float, generator: torch.Generator | None = None, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
     """Draw starting points ``x ~ N(0, σ_max² I)`` of the given shape (B, ...), in data units."""
     sigma_max = check_positive(sigma_max, "sigma_max")
-    return sigma_max * torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+    return sigma_max * standard_normal(shape, generator, dtype, device)
 
 
 def _prepare(x, sigmas) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,7 +76,7 @@ def _field(field, x: torch.Tensor, sigma: float, where: str) -> torch.Tensor:
 
 
 def _noise(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return standard_normal(x.shape, generator, x.dtype, x.device)
 
 
 def _run(x: torch.Tensor, sigmas: torch.Tensor, step, name: str, record: bool, progress: bool) -> AnnealedResult:

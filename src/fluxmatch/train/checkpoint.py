@@ -247,6 +247,16 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise FluxMatchError(f"{path} is corrupt or truncated ({_reason(err)})") from None
 
 
+def read_rng_states(run_dir) -> dict[str, torch.Tensor]:
+    """The ``rng.*`` tensors of a run's trainer.safetensors (only those are read)."""
+    path = _run_dir(run_dir) / TRAINER_TENSORS
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys() if key.startswith("rng.")}  # noqa: SIM118 (safe_open is not iterable)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise FluxMatchError(f"{path} is corrupt or truncated ({_reason(err)})") from None
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """The metadata of a safetensors file; raises FluxMatchError when it is corrupt or truncated."""
     try:
@@ -316,6 +326,7 @@ def save_checkpoint(
     step: int,
     config_dict: dict,
     generator: torch.Generator,
+    rng_states: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a complete, resumable checkpoint of a training run into ``run_dir``.
 
@@ -329,6 +340,9 @@ def save_checkpoint(
         step: number of completed optimizer steps.
         config_dict: the rest of config.json: "train", "data", "sampler" sections.
         generator: the data-batch generator, whose state is saved for resuming.
+        rng_states: further RNG states, named ``rng.<kind>.rank<r>`` (the other ranks of a
+            data-parallel run, CUDA generators; see
+            :func:`fluxmatch.train.distributed.gather_rng_states`).
 
     Returns the run directory. Writes config.json (when missing or changed), model.safetensors,
     trainer.safetensors, which commits the checkpoint, then its trainer.json mirror; each
@@ -346,6 +360,10 @@ def save_checkpoint(
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.data"] = generator.get_state()
+    for name, state in (rng_states or {}).items():
+        if not name.startswith("rng.") or name in ("rng.torch", "rng.data"):
+            raise FluxMatchError(f"extra RNG states must be named rng.<kind>.rank<r>, got {name!r}")
+        tensors[name] = state.detach().cpu()
     description = {"format": FORMAT_VERSION, "step": step, "ema_decay": ema.decay, "optimizer": opt_description}
     config = {"field": field.config, "objective": objective.config, **config_dict, "fluxmatch_version": fluxmatch_version()}
     _write_if_changed(run_dir / CONFIG, _json_bytes(config))

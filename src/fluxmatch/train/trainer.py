@@ -33,10 +33,22 @@ from .checkpoint import (
     is_finite_number,
     list_snapshots,
     load_training_state,
+    read_rng_states,
     remove_stale_temporaries,
     save_checkpoint,
     save_snapshot,
     sync_trainer_json,
+)
+from .distributed import (
+    Context,
+    agree,
+    average_gradients,
+    broadcast_parameters,
+    current,
+    device_for,
+    gather_rng_states,
+    rank_seed,
+    restore_rng_states,
 )
 from .ema import EMA
 
@@ -45,7 +57,12 @@ try:
 except ImportError:  # not POSIX: no run-directory lock
     fcntl = None
 
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "constant", "ramp")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOGS = ("csv", "tensorboard")
+TENSORBOARD_DIR = "tensorboard"
+EDM_LR_RAMPUP = 10_000_000
+"""EDM's learning-rate ramp-up, in training images (10 M images)."""
 LOG_FILE = "log.csv"
 LOG_COLUMNS = ("step", "loss", "grad_norm", "lr", "step_ms")
 LOCK_FILE = ".lock"
@@ -78,9 +95,22 @@ class TrainConfig:
         steps: total optimizer steps (a resumed run continues up to this number).
         batch_size: points per batch.
         lr: peak Adam learning rate.
-        lr_schedule: "cosine" (2% linear warm-up, then cosine decay to 10% of ``lr``) or
-            "constant".
+        lr_schedule: "cosine" (2% linear warm-up, then cosine decay to 10% of ``lr``),
+            "constant", or "ramp" (EDM's: linear from 0 to ``lr`` over ``lr_rampup`` training
+            images, then constant).
+        lr_rampup: the "ramp" schedule's length in training images (default EDM's 10 M).
         ema_decay: asymptotic decay of the weight EMA used for sampling.
+        ema_halflife: EDM's EMA instead: the half-life in training images (EDM: 500 000),
+            ramped up as min(halflife, ema_rampup · images seen); None keeps ``ema_decay``.
+        ema_rampup: the half-life's ramp-up ratio (EDM: 0.05), or None for none.
+        precision: "fp32", or autocast in "bf16" (the paper's) or "fp16" (with a gradient
+            scaler) for the objective's forward and backward; weights and Adam stay float32.
+        compile: compile the field's forward with ``torch.compile`` (``Module.compile``).
+        workers: 0 draws batches in the training process; N > 0 prefetches them in N
+            DataLoader workers (:class:`~fluxmatch.data.loader.BatchLoader`, batches seeded
+            per step, so a resumed run gets the same batches).
+        log: "csv" (log.csv), or "tensorboard": log.csv and TensorBoard event files in
+            ``tensorboard/`` (needs the tensorboard package).
         grad_clip: largest gradient norm of each parameter group (None: no clipping).
         seed: seeds the global torch RNG (used by the objective) and the data generator.
         log_every: append a row to log.csv every this many steps (and at the last step).
@@ -103,6 +133,13 @@ class TrainConfig:
     progress: bool = True
     device: str = "cpu"
     snapshot_every: int | None = None
+    lr_rampup: int | None = None
+    ema_halflife: float | None = None
+    ema_rampup: float | None = None
+    precision: str = "fp32"
+    compile: bool = False
+    workers: int = 0
+    log: str = "csv"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "snapshot_every"):
@@ -119,11 +156,33 @@ class TrainConfig:
             raise FluxMatchError(f"the EMA decay must lie in [0, 1), got {self.ema_decay!r}")
         if self.grad_clip is not None and not (is_finite_number(self.grad_clip) and self.grad_clip > 0):
             raise FluxMatchError(f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
+        self._check_scale_options()
+
+    def _check_scale_options(self) -> None:
+        if self.lr_rampup is not None and (isinstance(self.lr_rampup, bool) or not isinstance(self.lr_rampup, int) or self.lr_rampup < 1):
+            raise FluxMatchError(f"lr_rampup must be a positive number of training images, got {self.lr_rampup!r}")
+        if self.lr_rampup is not None and self.lr_schedule != "ramp":
+            raise FluxMatchError(f"lr_rampup applies to the 'ramp' learning-rate schedule, not {self.lr_schedule!r}")
+        if self.ema_halflife is not None and not (is_finite_number(self.ema_halflife) and self.ema_halflife > 0):
+            raise FluxMatchError(f"ema_halflife must be a positive number of training images, got {self.ema_halflife!r}")
+        if self.ema_rampup is not None and (self.ema_halflife is None or not (is_finite_number(self.ema_rampup) and self.ema_rampup > 0)):
+            raise FluxMatchError(f"ema_rampup must be a positive ratio, and applies only with ema_halflife; got {self.ema_rampup!r}")
+        if self.precision not in PRECISIONS:
+            raise FluxMatchError(f"unknown precision {self.precision!r}: expected one of {PRECISIONS}")
+        if not isinstance(self.compile, bool):
+            raise FluxMatchError(f"compile must be True or False, got {self.compile!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise FluxMatchError(f"workers must be an integer ≥ 0, got {self.workers!r}")
+        if self.log not in LOGS:
+            raise FluxMatchError(f"unknown log {self.log!r}: expected one of {LOGS}")
 
     def lr_at(self, step: int) -> float:
         """Learning rate for the optimizer step with 0-based index ``step``."""
         if self.lr_schedule == "constant":
             return self.lr
+        if self.lr_schedule == "ramp":
+            rampup = EDM_LR_RAMPUP if self.lr_rampup is None else self.lr_rampup
+            return self.lr * min(1.0, (step + 1) * self.batch_size / rampup)
         warmup = max(1, round(0.02 * self.steps))
         if step < warmup:
             return self.lr * (step + 1) / warmup
@@ -234,6 +293,19 @@ class _Loop:
     log_handle: object = None
     writer: object = None
     bar: object = None
+    ctx: Context = dataclass_field(default_factory=Context)
+    signals: StopSignals | None = None
+    device: torch.device = dataclass_field(default_factory=lambda: torch.device("cpu"))
+    scaler: object = None
+    batches: object = None
+    board: object = None
+    stop: str | None = None
+
+    def autocast(self, precision: str):
+        """The autocast context of ``precision`` on this loop's device (a no-op for fp32)."""
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 class Trainer:
@@ -310,32 +382,45 @@ class Trainer:
     def _labels_for_check(self, b: int):
         return torch.as_tensor(self.data.labels[:b]).long() if self.uses_labels else None
 
-    def _training_points(self) -> torch.Tensor:
-        points = torch.as_tensor(self.data.data).float()
+    def _training_points(self, n: int) -> torch.Tensor:
+        """The first n training rows, float32: the source's ``head(n)`` where it has one (an
+        image source never converts its whole set at once), else ``data[:n]``."""
+        head = getattr(self.data, "head", None)
+        points = torch.as_tensor(head(n) if head is not None else self.data.data[:n]).float()
         if points.ndim < 2 or points.shape[0] == 0:
             raise FluxMatchError(f"the data {self.data.name!r} must have shape (N, ...) with N ≥ 1, got {tuple(points.shape)}")
         return points
 
+    def _moments(self) -> tuple[list[float], list[float]]:
+        """Per-coordinate mean and std of the training rows (the source's ``moments()`` where it has one)."""
+        moments = getattr(self.data, "moments", None)
+        if moments is not None:
+            mean, std = moments()
+        else:
+            points = torch.as_tensor(self.data.data).double().reshape(len(self.data.data), -1)
+            mean, std = points.mean(0), points.std(0, unbiased=False)
+        return [float(v) for v in mean], [float(v) for v in std]
+
     def _validate(self) -> None:
         """Check the field maps a few data points to a tensor of their shape, before any training."""
         device = next(self.field.parameters()).device
-        points = self._training_points()[:8].to(device)
+        points = self._training_points(8).to(device)
         labels = self._labels_for_check(points.shape[0])
         cond = self._conditioning(points.shape[0])
         with torch.no_grad():
             call_field(self.field, points, None if cond is None else cond.to(device), None if labels is None else labels.to(device))
 
     def _run_config(self) -> dict:
-        points = self._training_points()
-        points = points.reshape(points.shape[0], -1)
+        self._training_points(1)
+        mean, std = self._moments()
         return {
             "train": asdict(self.config),
             "data": {
                 "spec": str(getattr(self.data, "spec", self.data.name)),
                 "name": self.data.name,
                 "dim": [int(d) for d in self.data.dim],
-                "mean": points.mean(0).tolist(),
-                "std": points.std(0, unbiased=False).tolist(),
+                "mean": mean,
+                "std": std,
                 "units": getattr(self.data, "units", None),
                 "n_classes": int(getattr(self.data, "n_classes", 0) or 0),
             },
@@ -385,34 +470,69 @@ class Trainer:
                 "or train into a new directory (--overwrite replaces it)"
             )
 
-    def _optimize(self, loop: _Loop, k: int, device: torch.device):
-        """One optimizer step (0-based index ``k``) on a fresh batch: ``(output, loss, grad norm)``."""
-        cfg = self.config
-        batch = self.data.sample_batch(cfg.batch_size, loop.generator).to(device)
+    def _next_batch(self, loop: _Loop, device: torch.device):
+        """This rank's part of the step's batch, on ``device``: from the prefetching loader
+        (workers > 0) or drawn here from the run's data generator."""
+        if loop.batches is not None:
+            batch = next(loop.batches)
+        else:
+            part = {} if loop.ctx.part is None else {"part": loop.ctx.part}
+            batch = self.data.sample_batch(self.config.batch_size, loop.generator, **part)
+        return batch.to(device)
+
+    def _forward(self, loop: _Loop, device: torch.device):
+        """The objective on this step's batch: ``(output, mean loss)``."""
+        batch = self._next_batch(loop, device)
         extras = dict(batch.extras)
         if extras and not getattr(self.objective, "takes_extras", False):
             raise FluxMatchError(f"the data's batches carry {', '.join(extras)}, which the {type(self.objective).__name__} objective does not pass to the field")
         if self.uses_labels:
             extras["labels"] = batch.labels
-        out = self.objective(self.field, batch.x, **extras)
-        loss = out.loss.mean()
+        with loop.autocast(self.config.precision):
+            out = self.objective(self.field, batch.x, **extras)
+            loss = out.loss.float().mean()
+        return out, loss
+
+    def _optimize(self, loop: _Loop, k: int, device: torch.device):
+        """One optimizer step (0-based index ``k``) on a fresh batch: ``(output, loss, grad norm)``.
+
+        Under data parallelism the gradients, the loss and the stop flag are averaged across
+        ranks before the checks, so every rank clips, steps, or stops alike."""
+        cfg = self.config
+        out, loss = self._forward(loop, device)
         loss_value = float(loss.detach())
-        if not math.isfinite(loss_value):
+        if loop.ctx.world == 1 and not math.isfinite(loss_value):
             raise self._diverged(k + 1, "loss", loop.last_checkpoint)
         loop.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if loop.scaler is None else loop.scaler.scale(loss)).backward()
+        if loop.ctx.world > 1:
+            stop = float(loop.signals is not None and loop.signals.received is not None)
+            loss_value, stop = average_gradients(self.parameters, [loss_value, stop], loop.ctx)
+            if stop > 0:
+                loop.stop = (loop.signals.received if loop.signals is not None else None) or "SIGTERM"
+            if not math.isfinite(loss_value):
+                raise self._diverged(k + 1, "loss", loop.last_checkpoint)
+        if loop.scaler is not None:
+            loop.scaler.unscale_(loop.optimizer)
         # each group (the field, an objective's own networks) is clipped on its own, so that
         # a critic's large gradients never shrink the field's step
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else float("inf")
         norms = [float(torch.nn.utils.clip_grad_norm_(g["params"], max_norm)) for g in loop.optimizer.param_groups]
-        if not all(math.isfinite(n) for n in norms):
+        if loop.scaler is not None:
+            loop.scaler.step(loop.optimizer)  # skips the step when fp16 overflowed, and lowers the scale
+            loop.scaler.update()
+        elif not all(math.isfinite(n) for n in norms):
             raise self._diverged(k + 1, "gradient", loop.last_checkpoint)
-        loop.optimizer.step()
+        else:
+            loop.optimizer.step()
         loop.ema.update(self.field, k)
         return out, loss_value, norms[0]
 
     def _log(self, loop: _Loop) -> None:
-        """Append the last step's row to log.csv (opening it on the first row)."""
+        """Append the last step's row to log.csv (opening it on the first row), and to the
+        TensorBoard events when logging there; rank 0 only."""
+        if not loop.ctx.is_main:
+            return
         last = loop.last
         row = {"step": last["step"], "loss": last["loss"], "grad_norm": last["grad_norm"], "lr": last["lr"], "step_ms": round(last["step_ms"], 3)}
         row.update({name: float(v) for name, v in last["terms"].items()})
@@ -420,10 +540,18 @@ class Trainer:
             loop.log_handle, loop.writer = self._open_log(loop.start, list(row))
         loop.writer.writerow(row)
         loop.log_handle.flush()
+        if loop.board is not None:
+            for name, value in row.items():
+                if name != "step":
+                    loop.board.add_scalar(f"train/{name}", float(value), last["step"])
+            loop.board.flush()
         loop.last_logged = last["step"]
 
     def _checkpoint(self, loop: _Loop, step: int) -> None:
-        save_checkpoint(self.out_dir, self.field, self.objective, loop.optimizer, loop.ema, step, loop.run_config, loop.generator)
+        """A checkpoint at ``step``: every rank's RNG states gathered (a collective), rank 0 writes."""
+        states = gather_rng_states(loop.ctx, loop.device)
+        if loop.ctx.is_main:
+            save_checkpoint(self.out_dir, self.field, self.objective, loop.optimizer, loop.ema, step, loop.run_config, loop.generator, rng_states=states)
         loop.last_checkpoint = step
 
     def _train_step(self, loop: _Loop, k: int, device: torch.device) -> None:
@@ -442,7 +570,7 @@ class Trainer:
             loop.bar.set_postfix({"loss": f"{loop.loss_value:.4g}", **{name: f"{v:.4g}" for name, v in out.terms.items()}}, refresh=False)
         if step % cfg.log_every == 0 or step == cfg.steps:
             self._log(loop)
-        if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+        if cfg.snapshot_every and step % cfg.snapshot_every == 0 and loop.ctx.is_main:
             save_snapshot(self.out_dir, loop.ema, step)
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             self._checkpoint(loop, step)
@@ -482,61 +610,116 @@ class Trainer:
                 ``run_dir``, ``signal_name`` and ``exit_code``, 130 or 143, say where it stopped).
         """
         self._check_float32()
-        device = resolve_device(self.config.device)
+        ctx = current()
+        device = device_for(resolve_device(self.config.device), ctx)
         self.field.to(device)
         self.objective.to(device)
         self._validate()
-        if resume and not (self.out_dir / TRAINER_TENSORS).is_file():
-            raise FluxMatchError(f"nothing to resume in {self.out_dir}: {TRAINER_TENSORS} is missing")
-        if not resume:
-            self._refuse_existing_run()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        with RunLock(self.out_dir), StopSignals() as signals:
-            if not resume:
-                self._refuse_existing_run()  # again: another trainer may have finished meanwhile
-            remove_stale_temporaries(self.out_dir)
-            return self._fit_locked(resume, device, signals)
+        self._check_tensorboard()
 
-    def _fit_locked(self, resume: bool, device: torch.device, signals: StopSignals) -> dict:
-        cfg = self.config
-        torch.manual_seed(cfg.seed)
-        generator = torch.Generator().manual_seed(cfg.seed)
-        optimizer = torch.optim.Adam([dict(group) for group in self.param_groups], lr=cfg.lr)
-        ema = EMA(self.field, cfg.ema_decay)
-        start = 0
-        if resume:
-            start = load_training_state(self.out_dir, self.field, self.objective, optimizer, ema, generator)
+        def prepare() -> None:
+            if resume and not (self.out_dir / TRAINER_TENSORS).is_file():
+                raise FluxMatchError(f"nothing to resume in {self.out_dir}: {TRAINER_TENSORS} is missing")
+            if not resume:
+                self._refuse_existing_run()
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        agree(prepare, ctx)
+        with contextlib.ExitStack() as stack, StopSignals() as signals:
+
+            def lock() -> None:  # rank 0 alone holds the run's lock
+                stack.enter_context(RunLock(self.out_dir))
+                if not resume:
+                    self._refuse_existing_run()  # again: another trainer may have finished meanwhile
+                remove_stale_temporaries(self.out_dir)
+
+            agree(lock, ctx)
+            return self._fit_locked(resume, device, signals, ctx)
+
+    def _check_tensorboard(self) -> None:
+        if self.config.log != "tensorboard":
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+        except ImportError:
+            raise FluxMatchError("--log tensorboard needs the tensorboard package: pip install 'fluxmatch[tensorboard]' (or pip install tensorboard)") from None
+
+    def _open_board(self, loop: _Loop):
+        """TensorBoard's writer into ``tensorboard/`` (rank 0, when logging there); a resumed
+        run drops the events after its checkpoint's step."""
+        if self.config.log != "tensorboard" or not loop.ctx.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out_dir / TENSORBOARD_DIR), purge_step=loop.start + 1 if loop.start else None)
+
+    def _restore(self, loop: _Loop) -> int:
+        """Resume: weights, optimizer, EMA, this rank's RNG states and the data generator."""
+        start = load_training_state(self.out_dir, self.field, self.objective, loop.optimizer, loop.ema, loop.generator)
+        restore_rng_states(read_rng_states(self.out_dir), loop.ctx, loop.device, self.config.seed, start)
+        if loop.ctx.is_main:
             sync_trainer_json(self.out_dir)
             for step, path in list_snapshots(self.out_dir):
                 if step > start:  # kept by a run killed after it and before the checkpoint: training replays those steps
                     path.unlink(missing_ok=True)
-        loop = _Loop(optimizer, ema, generator, self._run_config(), start, start if resume else None)
+        return start
+
+    def _new_loop(self, device: torch.device, signals: StopSignals, ctx: Context) -> _Loop:
+        cfg = self.config
+        torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
+        generator = torch.Generator().manual_seed(cfg.seed)
+        optimizer = torch.optim.Adam([dict(group) for group in self.param_groups], lr=cfg.lr)
+        ema = EMA(self.field, cfg.ema_decay, halflife=cfg.ema_halflife, batch_size=cfg.batch_size, rampup=cfg.ema_rampup)
+        scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+        return _Loop(optimizer, ema, generator, self._run_config(), 0, None, ctx=ctx, signals=signals, device=device, scaler=scaler)
+
+    def _start(self, loop: _Loop, resume: bool) -> None:
+        """Restore or broadcast the starting state, then open the loader, bar and TensorBoard."""
+        cfg = self.config
+        if resume:
+            loop.start = loop.last_checkpoint = self._restore(loop)
+        elif loop.ctx.world > 1:  # every rank starts from rank 0's weights
+            broadcast_parameters([self.field, self.objective], loop.ctx)
+            loop.ema = EMA(self.field, cfg.ema_decay, halflife=cfg.ema_halflife, batch_size=cfg.batch_size, rampup=cfg.ema_rampup)
+        if cfg.compile:
+            self.field.compile()
+        if cfg.workers > 0:
+            from ..data.loader import BatchLoader
+
+            loader = BatchLoader(self.data, cfg.batch_size, cfg.seed, loop.start, part=loop.ctx.part, workers=cfg.workers, pin_memory=loop.device.type == "cuda")
+            loop.batches = iter(loader)
+        loop.board = self._open_board(loop)
+        if cfg.progress and loop.start < cfg.steps and loop.ctx.is_main:
+            from tqdm.auto import tqdm
+
+            loop.bar = tqdm(total=cfg.steps, initial=loop.start, desc="train", dynamic_ncols=True)
+
+    def _fit_locked(self, resume: bool, device: torch.device, signals: StopSignals, ctx: Context) -> dict:
+        cfg = self.config
+        loop = self._new_loop(device, signals, ctx)
         self.field.train()
         self.objective.train()
         began = time.perf_counter()
         # denormal floats from exp() of far-apart points slow the B×B softmaxes several-fold
         torch.set_flush_denormal(True)
         try:
-            if cfg.progress and start < cfg.steps:
-                from tqdm.auto import tqdm
-
-                loop.bar = tqdm(total=cfg.steps, initial=start, desc="train", dynamic_ncols=True)
-            for k in range(start, cfg.steps):
+            self._start(loop, resume)
+            for k in range(loop.start, cfg.steps):
                 self._train_step(loop, k, device)
-                if signals.received is not None:
-                    raise self._stop(loop, signals.received)
-            if signals.received is not None:  # arrived before any step ran (a finished run resumed): its checkpoint stands
-                raise TrainingInterrupted(max(start, cfg.steps), self.out_dir, signals.received, EXIT_CODES.get(signals.received, 1))
+                stop = loop.stop if ctx.world > 1 else signals.received
+                if stop is not None:
+                    raise self._stop(loop, stop)
+            if ctx.world == 1 and signals.received is not None:  # arrived before any step ran (a finished run resumed): its checkpoint stands
+                raise TrainingInterrupted(max(loop.start, cfg.steps), self.out_dir, signals.received, EXIT_CODES.get(signals.received, 1))
         finally:
             torch.set_flush_denormal(False)
-            if loop.bar is not None:
-                loop.bar.close()
-            if loop.log_handle is not None:
-                loop.log_handle.close()
+            for closer in (loop.bar, loop.log_handle, loop.board):
+                if closer is not None:
+                    closer.close()
         return {
-            "steps": max(start, cfg.steps),
+            "steps": max(loop.start, cfg.steps),
             "steps_run": len(loop.step_ms),
-            "resumed_from": start,
+            "resumed_from": loop.start,
             "wall_time_s": round(time.perf_counter() - began, 3),
             "median_step_ms": round(statistics.median(loop.step_ms), 3) if loop.step_ms else None,
             "final_loss": loop.loss_value if loop.step_ms else None,
