@@ -588,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except TrainingInterrupted as err:
-        print(f"{PROG}: {err.signal_name} received: stopped at step {err.step}, checkpoint written; resume with: {PROG} train --out {err.run_dir} --resume", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for every rank
+            print(f"{PROG}: {err.signal_name} received: stopped at step {err.step}, checkpoint written; resume with: {PROG} train --out {err.run_dir} --resume", file=sys.stderr)
         raise SystemExit(err.exit_code) from None
     except FluxMatchError as err:
         _fail(str(err))

@@ -64,7 +64,7 @@ def _reference_step(name: str) -> tuple[dict[str, torch.Tensor], float, float]:
     loss.backward()
     norms = [float(torch.nn.utils.clip_grad_norm_(group["params"], 1.0)) for group in optimizer.param_groups]
     optimizer.step()
-    return {f"field.{k}": v for k, v in field.state_dict().items()}, float(loss), norms[0]
+    return {f"field.{k}": v for k, v in field.state_dict().items()}, float(loss.detach()), norms[0]
 
 
 @pytest.fixture(scope="module")

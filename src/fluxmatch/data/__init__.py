@@ -344,8 +344,8 @@ class DataSource:
 
     def moments(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-coordinate mean and population std of the training rows, flattened: two (D,)
-        float64 arrays."""
-        points = self.data.reshape(len(self), -1).double()
+        arrays (computed in float32, as runs have always stored them)."""
+        points = self.data.reshape(len(self), -1).float()
         return points.mean(0).numpy(), points.std(0, unbiased=False).numpy()
 
     def head(self, n: int) -> torch.Tensor:

@@ -397,7 +397,7 @@ class Trainer:
         if moments is not None:
             mean, std = moments()
         else:
-            points = torch.as_tensor(self.data.data).double().reshape(len(self.data.data), -1)
+            points = torch.as_tensor(self.data.data).float().reshape(len(self.data.data), -1)
             mean, std = points.mean(0), points.std(0, unbiased=False)
         return [float(v) for v in mean], [float(v) for v in std]
 
