@@ -9,10 +9,8 @@ torchvision fails to import, a stub package with just the names torch-fidelity r
 time stands in for it. The error-message tests need neither torch-fidelity nor the stub.
 """
 
-import importlib
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -37,54 +35,17 @@ N_IMAGES = 8
 FID_SELF_TOLERANCE = 1e-5
 
 
-def torchvision_stub(mp: pytest.MonkeyPatch) -> None:
-    """Put a stub ``torchvision`` into sys.modules when the real one does not import: the names
-    torch-fidelity 0.4.0 touches at import time (``from torchvision.datasets import CIFAR10,
-    STL10, CIFAR100`` are base classes in its datasets.py; ``import torchvision.transforms.functional``)."""
-    try:
-        importlib.import_module("torchvision")
-        return
-    except Exception:
-        pass
-    root = types.ModuleType("torchvision")
-    datasets = types.ModuleType("torchvision.datasets")
-    for name in ("CIFAR10", "CIFAR100", "STL10"):
-        setattr(datasets, name, type(name, (), {}))
-    transforms = types.ModuleType("torchvision.transforms")
-    functional = types.ModuleType("torchvision.transforms.functional")
-    root.datasets, root.transforms, transforms.functional = datasets, transforms, functional
-    for module in (root, datasets, transforms, functional):
-        mp.setitem(sys.modules, module.__name__, module)
-
-
-def random_inception_weights(path) -> None:
-    """Save a seeded random InceptionV3 state dict where torch-fidelity's loader reads it
-    (``torch.load(path)`` then a strict ``load_state_dict``)."""
-    from torch_fidelity import feature_extractor_inceptionv3 as fe
-
-    with pytest.MonkeyPatch.context() as mp:  # build the network without its download and load
-        mp.setattr(fe, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *args, **kwargs: None)
-        torch.manual_seed(0)
-        network = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    for module in network.modules():
-        if isinstance(module, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-    torch.nn.init.normal_(network.fc.weight, std=2048**-0.5)
-    torch.save(network.state_dict(), path)
-
-
 @pytest.fixture(scope="module")
-def fidelity(tmp_path_factory):
+def fidelity(tmp_path_factory, fidelity_kit):
     """torch-fidelity importable (the stub where needed), random weights on disk, two image sets
     and their features: a dict with ``weights``, ``a``, ``b`` (uint8 (8, 3, 32, 32)), ``fa``, ``fb``."""
     with pytest.MonkeyPatch.context() as mp:
         before = set(sys.modules)
-        torchvision_stub(mp)
+        fidelity_kit.torchvision_stub(mp)
         pytest.importorskip("torch_fidelity")
         root = tmp_path_factory.mktemp("fidelity")
         weights = root / "inception.pth"
-        random_inception_weights(weights)
+        fidelity_kit.random_inception_weights(weights)
         generator = torch.Generator().manual_seed(0)
         a = torch.randint(0, 256, (N_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=generator)
         b = torch.randint(0, 256, (N_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=generator)

@@ -2,14 +2,12 @@
 
 The error paths need no torch-fidelity: every one is refused before sampling (sampling is made
 to fail here to prove it). The end-to-end test uses torch-fidelity with a stub torchvision where
-the real one does not import (see tests/metrics/test_fidelity.py) and seeded random Inception
+the real one does not import (the `fidelity_kit` fixture in tests/conftest.py) and seeded random Inception
 weights: it checks the plumbing (keys, pixel conversion), not the values.
 """
 
-import importlib
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -28,22 +26,6 @@ def run_cli(argv):
         return main(argv)
     except SystemExit as exit:
         return exit.code
-
-
-def torchvision_stub(mp: pytest.MonkeyPatch) -> None:
-    """A stub torchvision with the names torch-fidelity 0.4.0 reads at import, only where the real one fails."""
-    try:
-        importlib.import_module("torchvision")
-        return
-    except Exception:
-        pass
-    root, datasets = types.ModuleType("torchvision"), types.ModuleType("torchvision.datasets")
-    transforms, functional = types.ModuleType("torchvision.transforms"), types.ModuleType("torchvision.transforms.functional")
-    for name in ("CIFAR10", "CIFAR100", "STL10"):
-        setattr(datasets, name, type(name, (), {}))
-    root.datasets, root.transforms, transforms.functional = datasets, transforms, functional
-    for module in (root, datasets, transforms, functional):
-        mp.setitem(sys.modules, module.__name__, module)
 
 
 @pytest.fixture(scope="module")
@@ -103,25 +85,18 @@ def test_missing_torch_fidelity_names_the_extra(runs, no_sampling, monkeypatch, 
 
 
 @pytest.fixture
-def fidelity_importable(monkeypatch):
+def fidelity_importable(monkeypatch, fidelity_kit):
     """torch-fidelity imported under the stub where needed, and forgotten afterwards."""
     before = set(sys.modules)
-    torchvision_stub(monkeypatch)
+    fidelity_kit.torchvision_stub(monkeypatch)
     yield pytest.importorskip("torch_fidelity")
     for name in set(sys.modules) - before:
         if name.split(".")[0] == "torch_fidelity":
             del sys.modules[name]
 
 
-def test_evaluate_adds_fid_and_inception_score(runs, fidelity_importable, capsys):
-    from torch_fidelity import feature_extractor_inceptionv3 as fe
-
-    with pytest.MonkeyPatch.context() as mp:  # a seeded random network, built without its download
-        mp.setattr(fe, "load_state_dict_from_url", lambda *args, **kwargs: {})
-        mp.setattr(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *args, **kwargs: None)
-        torch.manual_seed(0)
-        network = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    torch.save(network.state_dict(), runs["tmp"] / "inception.pth")
+def test_evaluate_adds_fid_and_inception_score(runs, fidelity_importable, fidelity_kit, capsys):
+    fidelity_kit.random_inception_weights(runs["tmp"] / "inception.pth")
     reference = runs["tmp"] / "reference.npy"
     np.save(reference, np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1), dtype=np.uint8))  # grey, channels-last
     argv = ["evaluate", "--run", str(runs["digits"]), "--n", "8", "--fid-n", "6", "--steps", "2", "--inception-weights", str(runs["tmp"] / "inception.pth"), "--fid-reference", str(reference), "--precision-recall", "--no-progress"]

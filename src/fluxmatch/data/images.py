@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import FluxMatchError
-from . import Batch, DataSource, _check_labels, _derived_seed, _generator, _subset_index, _take, part_rows
+from . import Batch, DataSource, _derived_seed, _generator, _subset_index, _take, part_rows
 from .toy import _check_count
 
 IMAGE_UNITS = {"offset": -1.0, "scale": 1 / 127.5, "pixel_range": [0, 255], "model_range": [-1, 1]}
@@ -352,22 +352,9 @@ class ImageSource(DataSource):
         self.held_out_pixels = None if held_out_pixels is None else _check_pixels(held_out_pixels, f"{self.name} (held-out rows)")
         if self.held_out_pixels is not None and self.held_out_pixels.shape[1:] != self.pixels.shape[1:]:
             raise FluxMatchError(f"held-out rows of {name} have shape {tuple(self.held_out_pixels.shape[1:])}, training rows {self.dim}")
-        self._set_image_labels(labels, held_out_labels, n_classes)
+        self._set_labels(labels, held_out_labels, n_classes)  # DataSource's checks (they read the held-out count through `held_out`: a small conversion, once at load)
         self.units = dict(IMAGE_UNITS if units is None else units)
         self.hflip = bool(hflip)
-
-    def _set_image_labels(self, labels, held_out_labels, n_classes) -> None:
-        self.labels, self.held_out_labels, self.n_classes = None, None, 0
-        if labels is None:
-            if held_out_labels is not None or n_classes:
-                raise FluxMatchError(f"{self.name}: held_out_labels and n_classes need labels for the training rows")
-            return
-        self.n_classes = int(n_classes) if n_classes else int(torch.as_tensor(np.asarray(labels)).max()) + 1
-        self.labels = _check_labels(labels, len(self), self.n_classes, self.name)
-        if (held_out_labels is None) != (self.held_out_pixels is None):
-            raise FluxMatchError(f"{self.name}: give held_out_labels exactly when there are held-out rows")
-        if held_out_labels is not None:
-            self.held_out_labels = _check_labels(held_out_labels, self.held_out_pixels.shape[0], self.n_classes, f"{self.name} (held-out rows)")
 
     @property
     def data(self) -> torch.Tensor:

@@ -15,13 +15,12 @@ and maps a step to its batch; the workers read the source's tensors (an
 from __future__ import annotations
 
 import itertools
-import operator
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..errors import FluxMatchError
+from ..errors import FluxMatchError, check_integer
 from . import Batch, part_rows
 from .toy import _check_count
 
@@ -39,18 +38,6 @@ def step_seed(seed: int, step: int) -> int:
     """
     entropy = [int(seed) & 0xFFFFFFFFFFFFFFFF, int(step), _STEP_STREAM]
     return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
-
-
-def _check_int(value, name: str, low: int) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)
-    except TypeError:
-        raise FluxMatchError(f"{name} must be an integer ≥ {low}, got {value!r}") from None
-    if value < low:
-        raise FluxMatchError(f"{name} must be an integer ≥ {low}, got {value}")
-    return value
 
 
 class _StepBatches(Dataset):
@@ -131,10 +118,10 @@ class BatchLoader:
         if part is not None:
             part = tuple(part)
             part_rows(batch_size, part)  # refuses a bad (rank, world) now, not in a worker
-        self.workers = _check_int(workers, "workers", 0)
-        self.start_step = _check_int(start_step, "start_step", 0)
-        prefetch = _check_int(prefetch, "prefetch", 1)
-        self.dataset = _StepBatches(source, batch_size, _check_int(seed, "seed", -(1 << 63)), part)
+        self.workers = check_integer(workers, "workers", 0)
+        self.start_step = check_integer(start_step, "start_step", 0)
+        prefetch = check_integer(prefetch, "prefetch", 1)
+        self.dataset = _StepBatches(source, batch_size, check_integer(seed, "seed", -(1 << 63)), part)
         self.loader = DataLoader(
             self.dataset, batch_size=None, sampler=_StepsFrom(self.start_step), collate_fn=_as_is,
             num_workers=self.workers, pin_memory=_pins(pin_memory),
@@ -143,7 +130,7 @@ class BatchLoader:
 
     def batch(self, step: int) -> Batch:
         """The batch of step ``step``, drawn here (what iterating yields for that step)."""
-        return _to_batch(self.dataset[_check_int(step, "step", 0)])
+        return _to_batch(self.dataset[check_integer(step, "step", 0)])
 
     def __iter__(self):
         with torch.random.fork_rng(devices=[]):  # the DataLoader draws its workers' base seed: never from the caller's global stream

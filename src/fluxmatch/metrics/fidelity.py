@@ -277,8 +277,13 @@ def image_fidelity(samples_uint8, config: FidelityConfig, progress: bool = True)
         ``precision`` and ``recall`` (with ``precision_recall`` and a reference image array),
         as floats; see :func:`fidelity_from_features`.
     """
+    return measure_fidelity(samples_uint8, config, check_fidelity(config), progress)
+
+
+def measure_fidelity(samples_uint8, config: FidelityConfig, reference: dict | None, progress: bool = True) -> dict:
+    """:func:`image_fidelity` against the reference :func:`check_fidelity` already loaded for
+    ``config`` (so that a caller who checked before sampling reads the reference once)."""
     samples = as_uint8_images(samples_uint8, "the samples")
-    reference = check_fidelity(config)
     network = inception_network(config)
     features = _features(network, samples, config, progress, f"{samples.shape[0]} samples")
     if reference is not None and "images" in reference:

@@ -68,8 +68,7 @@ def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, progress: bool = 
     """
     run = open_run(run)
     settings = sampler_for(run, **sampler)
-    if fidelity is not None:
-        _check_fidelity(run, fidelity, fid_n)  # like the data below: refused before any sampling
+    reference = None if fidelity is None else _check_fidelity(run, fidelity, fid_n)  # like the data below: refused before any sampling
     # the data first (a changed file, points of another shape, too few rows): refused before any sampling
     source = run.kind.reload(run) if data is None else None
     run.kind.evaluation_rows(run, data, min(n, 8), seed, source)
@@ -80,20 +79,20 @@ def evaluate_run(run, data=None, n: int = 2000, seed: int = 0, progress: bool = 
         if fid_n is not None and fid_n != n:
             samples, _ = draw(run, fid_n, seed, settings, progress=progress)
             finite_or_raise(samples, f"run {run.run_dir}")
-        metrics.update(_fidelity_metrics(run, samples, fidelity, progress))
+        metrics.update(_fidelity_metrics(run, samples, fidelity, reference, progress))
     return metrics
 
 
-def _check_fidelity(run, fidelity, fid_n) -> None:
+def _check_fidelity(run, fidelity, fid_n) -> dict | None:
     """Refuse FID settings that cannot work, before any sampling: a non-image run, a bad fid_n,
-    missing torch-fidelity, a bad weights or reference file."""
+    missing torch-fidelity, a bad weights or reference file. Returns the loaded reference."""
     from ..metrics.fidelity import check_fidelity
 
     if run.kind.name != "images":
         raise FluxMatchError(f"FID and Inception Score are for image runs; {run.run_dir} is a {run.kind.name} run")
     if fid_n is not None:
         check_integer(fid_n, "--fid-n", minimum=2)
-    check_fidelity(fidelity)
+    return check_fidelity(fidelity)
 
 
 def uint8_pixels(run, samples: np.ndarray) -> np.ndarray:
@@ -106,10 +105,10 @@ def uint8_pixels(run, samples: np.ndarray) -> np.ndarray:
     return np.clip(np.rint((np.asarray(pixels, dtype=np.float64) - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
-def _fidelity_metrics(run, samples: np.ndarray, fidelity, progress: bool) -> dict:
-    from ..metrics.fidelity import image_fidelity
+def _fidelity_metrics(run, samples: np.ndarray, fidelity, reference: dict | None, progress: bool) -> dict:
+    from ..metrics.fidelity import measure_fidelity
 
-    return {**image_fidelity(uint8_pixels(run, samples), fidelity, progress=progress), "fid_n": int(samples.shape[0])}
+    return {**measure_fidelity(uint8_pixels(run, samples), fidelity, reference, progress=progress), "fid_n": int(samples.shape[0])}
 
 
 def evaluation_pair(run, n: int, seed: int = 0, data=None):

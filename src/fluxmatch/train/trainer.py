@@ -411,7 +411,6 @@ class Trainer:
             call_field(self.field, points, None if cond is None else cond.to(device), None if labels is None else labels.to(device))
 
     def _run_config(self) -> dict:
-        self._training_points(1)
         mean, std = self._moments()
         return {
             "train": asdict(self.config),
@@ -664,8 +663,10 @@ class Trainer:
                     path.unlink(missing_ok=True)
         return start
 
-    def _new_loop(self, device: torch.device, signals: StopSignals, ctx: Context) -> _Loop:
+    def _new_loop(self, device: torch.device, signals: StopSignals, ctx: Context, resume: bool) -> _Loop:
         cfg = self.config
+        if ctx.world > 1 and not resume:  # every rank starts from rank 0's weights (a resume loads them)
+            broadcast_parameters([self.field, self.objective], ctx)
         torch.manual_seed(rank_seed(cfg.seed, ctx.rank))
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizer = torch.optim.Adam([dict(group) for group in self.param_groups], lr=cfg.lr)
@@ -674,13 +675,10 @@ class Trainer:
         return _Loop(optimizer, ema, generator, self._run_config(), 0, None, ctx=ctx, signals=signals, device=device, scaler=scaler)
 
     def _start(self, loop: _Loop, resume: bool) -> None:
-        """Restore or broadcast the starting state, then open the loader, bar and TensorBoard."""
+        """Restore a resumed run's state, then compile and open the loader, bar and TensorBoard."""
         cfg = self.config
         if resume:
             loop.start = loop.last_checkpoint = self._restore(loop)
-        elif loop.ctx.world > 1:  # every rank starts from rank 0's weights
-            broadcast_parameters([self.field, self.objective], loop.ctx)
-            loop.ema = EMA(self.field, cfg.ema_decay, halflife=cfg.ema_halflife, batch_size=cfg.batch_size, rampup=cfg.ema_rampup)
         if cfg.compile:
             self.field.compile()
         if cfg.workers > 0:
@@ -696,7 +694,7 @@ class Trainer:
 
     def _fit_locked(self, resume: bool, device: torch.device, signals: StopSignals, ctx: Context) -> dict:
         cfg = self.config
-        loop = self._new_loop(device, signals, ctx)
+        loop = self._new_loop(device, signals, ctx, resume)
         self.field.train()
         self.objective.train()
         began = time.perf_counter()
