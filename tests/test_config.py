@@ -36,6 +36,20 @@ def test_images_default_to_annealed_unet():
     assert fixed.sampler.method == "langevin" and fixed.evaluation.nll_n is None
 
 
+def test_noise_annealed_mlp_and_unet_fields_default_to_the_split_estimator():
+    assert resolved(data=c.DataSpec("digits")).objective.estimator == "split"
+    assert resolved(data=c.DataSpec("8gaussians"), objective=c.ObjectiveSpec(noise="annealed")).objective.estimator == "split"
+    assert resolved().objective.estimator == "potential"  # a fixed σ
+    assert resolved(data=c.DataSpec("digits"), objective=c.ObjectiveSpec(noise="fixed")).objective.estimator == "potential"
+    assert resolved(data=c.DataSpec("springs")).objective.estimator == "potential"  # a transformer has one head
+    with pytest.raises(FluxMatchError, match="--estimator split trains over a continuum of σ"):
+        resolved(objective=c.ObjectiveSpec(estimator="split"))
+    with pytest.raises(FluxMatchError, match="--field transformer has one head"):
+        resolved(data=c.DataSpec("springs"), objective=c.ObjectiveSpec(estimator="split"))
+    with pytest.raises(FluxMatchError, match="--dynamics applies to .* this run uses the default estimator"):
+        resolved(data=c.DataSpec("digits"), objective=c.ObjectiveSpec(dynamics="langevin"))
+
+
 def test_flow_samples_its_ode():
     spec = resolved(objective=c.ObjectiveSpec(name="flow"))
     assert spec.objective.noise is None and (spec.objective.path, spec.objective.coupling) == ("ot", "independent")

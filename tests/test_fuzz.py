@@ -47,7 +47,7 @@ TRAIN_OPTIONS = {
     "--data": option(["ring", "8gaussians", "moons", "good.npy", "header.csv", "cube.npy", "vector.npy"], PATHS),
     "--objective": option(["flux", "dsm", "flow"], ["bogus", ""]), "--noise": option(["fixed", "annealed"], ["x"]),
     "--sigma": option(["0.3", "0.1", "1"]), "--sigma-distribution": option(["edm", "loguniform"], ["x"]),
-    "--estimator": option(["potential", "product", "gradient"], ["x"]), "--dynamics": option(["component", "langevin"], ["x"]),
+    "--estimator": option(["potential", "split", "product", "gradient"], ["x"]), "--dynamics": option(["component", "langevin"], ["x"]),
     "--horizon-sampler": option(["exponential", "uniform", "learned"], ["x"]), "--divergence": option(["auto", "exact", "hutchinson"], ["x"]),
     "--path": option(["ot", "vp"], ["x"]), "--coupling": option(["independent", "ot"], ["x"]), "--steps": option(["1", "2", "3"], SMALL_INTS),
     "--batch-size": option(["1", "2", "16"], SMALL_INTS), "--seed": option(["0", "1", "7"]), "--hidden": option(["8,8", "8", "4,4,4"], ["0,8", "-1", "x", "", "8,,8"]),

@@ -33,7 +33,7 @@ from .errors import FluxMatchError
 OBJECTIVES = ("flux", "dsm", "flow")
 NOISES = ("fixed", "annealed")
 SIGMA_DISTRIBUTIONS = ("edm", "loguniform")
-ESTIMATORS = ("potential", "product", "gradient")
+ESTIMATORS = ("potential", "split", "product", "gradient")
 DYNAMICS = ("component", "langevin")
 HORIZON_SAMPLERS = ("uniform", "exponential")
 DIVERGENCES = ("auto", "exact", "hutchinson")
@@ -114,7 +114,8 @@ class ObjectiveSpec:
         noise: "fixed" (one σ) or "annealed" (a continuum of σ); None: the data kind's default.
         sigma: the fixed σ (default 0.2236, σ² = 0.05).
         sigma_distribution: annealed σ distribution, "edm" (log-normal, default) or "loguniform".
-        estimator: flux gradient estimator, "potential" (default), "product" or "gradient".
+        estimator: flux gradient estimator, "split", "potential", "product" or "gradient" (None:
+            "split" for noise-annealed MLP and UNet fields, else "potential"; :func:`default_estimator`).
         dynamics, horizon_sampler, divergence: options of the product and gradient estimators.
         path, coupling: options of flow matching (defaults "ot", "independent").
         design: design-term weights, e.g. ``{"rotation": 0.05}`` (flux and dsm).
@@ -565,6 +566,15 @@ def _refuse(spec: RunSpec, section: str, name: str, applies_to: str, here: str) 
         raise FluxMatchError(f"{flag(section, name)} applies to {applies_to}; {here}")
 
 
+def _check_split(spec: RunSpec) -> None:
+    """The split estimator's needs: noise annealing (its score head is DSM over σ) and a field
+    family with a two-headed form (an MLP or a UNet)."""
+    if spec.objective.noise == "fixed":
+        raise FluxMatchError("--estimator split trains over a continuum of σ (its score head is noise-annealed DSM); drop --noise fixed, or use --estimator potential at a fixed σ")
+    if spec.field.family in ("transformer", "dag"):
+        raise FluxMatchError(f"--estimator split needs a field with a score and a flux head (an MLP or a UNet); --field {spec.field.family} has one head, so use --estimator potential")
+
+
 def validate(spec: RunSpec, kind=None) -> None:
     """Refuse settings that do not apply to the run (one message naming the option and what it
     applies to). ``kind`` is the run's :class:`~fluxmatch.kinds.DataKind`, when known."""
@@ -582,9 +592,11 @@ def validate(spec: RunSpec, kind=None) -> None:
     if name == "dsm":
         for key in ("estimator", "dynamics", "horizon_sampler", "divergence"):
             _refuse(spec, "objective", key, "the flux objective", "this run trains dsm")
-    if name == "flux" and o.estimator in (None, "potential"):
+    if name == "flux" and o.estimator in (None, "potential", "split"):
         for key in ("dynamics", "horizon_sampler", "divergence"):
-            _refuse(spec, "objective", key, "the flux objective's product and gradient estimators (--estimator product|gradient)", "this run uses the potential estimator")
+            _refuse(spec, "objective", key, "the flux objective's product and gradient estimators (--estimator product|gradient)", f"this run uses the {o.estimator} estimator" if o.estimator else "this run uses the default estimator (split when noise-annealed, else potential)")
+    if name == "flux" and o.estimator == "split":
+        _check_split(spec)
     if o.noise == "annealed":
         _refuse(spec, "objective", "sigma", "fixed-σ training (--noise fixed)", "this run is noise-annealed (its σ is drawn from --sigma-distribution)")
     elif o.noise == "fixed":
@@ -650,6 +662,12 @@ def _check_sampler(spec: RunSpec, conditioning: str | None) -> None:
         _refuse(spec, "evaluation", "nll_n", "noise-annealed image runs (NLL by the probability-flow ODE)", "this run is not noise-annealed")
 
 
+def default_estimator(noise: str, family: str) -> str:
+    """The flux estimator a run gets by default: "split" for noise-annealed MLP and UNet fields
+    (docs/estimators.md), "potential" otherwise (a fixed σ; transformer and DAG fields)."""
+    return "split" if noise == "annealed" and family in ("mlp", "unet") else "potential"
+
+
 def resolve(spec: RunSpec, kind=None) -> RunSpec:
     """The spec with every default filled in (from the data kind and the field's conditioning),
     after :func:`validate`. Resolving a resolved spec changes nothing."""
@@ -668,7 +686,7 @@ def resolve(spec: RunSpec, kind=None) -> RunSpec:
         if o.noise == "annealed" and o.sigma_distribution is None:
             o = replace(o, sigma_distribution="edm")
     if o.name == "flux" and o.estimator is None:
-        o = replace(o, estimator="potential")
+        o = replace(o, estimator=default_estimator(o.noise, spec.field.family or kind.default_family))
     if o.name == "flow":
         o = replace(o, path=o.path or "ot", coupling=o.coupling or "independent")
     spec = replace(spec, objective=o)

@@ -23,6 +23,20 @@ def test_mixing_study_writes_curves(tmp_path):
     assert config["run"]["objective"]["design"] == {"mixing": 0.01}
 
 
+def test_mixing_study_on_the_digits_measures_fd_against_nfe(tmp_path, capsys):
+    """The images mode: split-estimator flux (+ mixing on its flux head) against DSM, predictor-corrector at IMAGE_LEVELS."""
+    from fluxmatch.experiments.mixing import IMAGE_LEVELS
+
+    assert main(["experiment", "mixing", "--data", "digits", "--steps", "3", "--n", "40", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert "predictor-corrector NFE to reach it" in capsys.readouterr().out
+    r = json.loads((tmp_path / "mixing.json").read_text())["digits"]
+    assert r["levels"] == list(IMAGE_LEVELS) and r["target_fd"] == r["curves"]["dsm"]["fd_digits"][-1]
+    assert r["curves"]["dsm"]["nfe"] == [2 * k - 1 for k in IMAGE_LEVELS] and r["nfe_to_target"]["dsm"] <= r["target_nfe"]
+    config = json.loads((tmp_path / "digits" / "flux-mixing" / "config.json").read_text())
+    assert config["run"]["objective"]["estimator"] == "split" and config["objective"]["base"]["estimator"]["kind"] == "split"
+    assert (tmp_path / "mixing.png").is_file()
+
+
 def test_controllable_study_measures_every_field(tmp_path):
     sweep = (("flux", None, 0.0), ("flux", "rotation", 0.1))
     report = run_controllable(out=tmp_path, steps=5, sweep=sweep, n=80, chains=(40, 0.02), progress=False)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fluxmatch.errors import FluxMatchError
-from fluxmatch.fields import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNet, build_field, call_field
+from fluxmatch.fields import EDMPreconditioned, MLPField, MLPScalar, PreconditionedPotential, UNet, build_field, call_field
 from fluxmatch.fields.precond import edm_coefficients
 
 
@@ -188,3 +188,36 @@ def test_a_sigma_conditioned_mlp_backbone_gets_sigma_and_its_feature_is_c_noise(
 
     potential = PreconditionedPotential(MLPPotential(2, (16,), conditioning="sigma"))
     assert torch.isfinite(potential.gradient(x, sigma)).all()
+
+
+def test_split_field_is_its_two_parts_and_starts_as_its_score_head():
+    """f = s_θ + w_θ from one backbone pass; w_θ = 0 at initialisation (UNet and MLP backbones);
+    s_θ is the one-headed EDM field of the same trunk and first head."""
+    from fluxmatch.fields import EDMSplit
+
+    torch.manual_seed(0)
+    for backbone in (UNet(in_channels=1, channels=8, resolution=8, heads=2), MLPField(64, (16,), conditioning="sigma", heads=2)):
+        field = EDMSplit(backbone)
+        x, sigma = torch.randn(5, 1, 8, 8), torch.tensor([0.01, 0.1, 0.5, 2.0, 40.0])
+        score, flux = field.parts(x, sigma)
+        assert flux.abs().max() == 0 and torch.allclose(field(x, sigma), score + flux)
+        assert torch.allclose(field.denoise(x, sigma), x + sigma.reshape(-1, 1, 1, 1) ** 2 * field(x, sigma))
+        rebuilt = build_field(field.config)
+        rebuilt.load_state_dict(field.state_dict())
+        assert type(rebuilt) is EDMSplit and torch.equal(rebuilt(x, sigma), field(x, sigma))
+    unet = UNet(in_channels=1, channels=8, resolution=8, heads=2)
+    torch.nn.init.normal_(unet.conv_out.weight)
+    one = UNet(in_channels=1, channels=8, resolution=8)
+    state = unet.state_dict()
+    state["conv_out.weight"], state["conv_out.bias"] = state["conv_out.weight"][:1], state["conv_out.bias"][:1]
+    one.load_state_dict(state)
+    field = EDMSplit(unet)
+    x, sigma = torch.randn(3, 1, 8, 8), torch.tensor([0.05, 0.5, 5.0])
+    assert torch.allclose(field.parts(x, sigma)[0], EDMPreconditioned(one)(x, sigma), atol=1e-6)
+
+
+def test_a_split_field_needs_a_two_headed_backbone():
+    from fluxmatch.fields import EDMSplit
+
+    with pytest.raises(FluxMatchError, match="needs a backbone with two heads"):
+        EDMSplit(UNet(in_channels=1, channels=8, resolution=8))

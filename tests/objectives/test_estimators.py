@@ -29,8 +29,8 @@ def test_estimators_by_name_dict_or_instance():
     [
         ("potential", {"horizon": 2.0}, "horizon applies to the product and gradient estimators, not potential"),
         ("potential", {"dynamics": "langevin"}, "dynamics applies to the product and gradient estimators, not potential"),
-        ("product", {"potential_hidden": (8,)}, "potential_hidden applies to the potential estimator, not product"),
-        ("gradient", {"target": "training_set"}, "target applies to the potential estimator, not gradient"),
+        ("product", {"potential_hidden": (8,)}, "potential_hidden applies to the potential and split estimators, not product"),
+        ("gradient", {"target": "training_set"}, "target applies to the potential and split estimators, not gradient"),
         ("potential", {"bogus": 1}, "unknown option 'bogus' of the potential flux estimator"),
     ],
 )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fluxmatch.errors import FluxMatchError
-from fluxmatch.fields import MLPField
+from fluxmatch.fields import EDMPreconditioned, MLPField
 from fluxmatch.objectives import FluxMatching
 from fluxmatch.reference import GaussianMixture
 
@@ -124,7 +124,7 @@ def test_bad_inputs():
         FluxMatching(estimator="product", horizon=-1.0)
     with pytest.raises(FluxMatchError, match="^horizon applies to the product and gradient estimators, not potential$"):
         FluxMatching(horizon=2.0)
-    with pytest.raises(FluxMatchError, match="^target_group applies to the potential estimator, not gradient$"):
+    with pytest.raises(FluxMatchError, match="^target_group applies to the potential and split estimators, not gradient$"):
         FluxMatching(estimator="gradient", target_group=8)
     with pytest.raises(FluxMatchError, match="not both"):
         FluxMatching(sigma=0.3, noise="edm")
@@ -222,3 +222,10 @@ def test_flux_objective_ignores_the_rotation_that_fisher_divergence_counts():
     # rotation into ∇g; the Fisher divergence counts the rotation in full
     assert expected * 0.95 < flux < expected * 1.2, (flux, expected)
     assert fisher > 50 * expected
+
+
+def test_fixed_sigma_takes_at_most_32_entries_per_point():
+    FluxMatching(0.3)(MLPField(32, (8,)), torch.randn(16, 32))
+    with pytest.raises(FluxMatchError, match="up to 32 entries per point; this data has 33.*--noise annealed"):
+        FluxMatching(0.3)(MLPField(33, (8,)), torch.randn(16, 33))
+    FluxMatching(noise="edm")(EDMPreconditioned(MLPField(33, (8,), conditioning="sigma")), torch.randn(16, 33))

@@ -46,7 +46,7 @@ def test_train_writes_an_image_run(digits_run):
         assert np.isfinite(metrics[key]), key
     assert metrics["sampler"]["method"] == "heun" and metrics["sampler"]["steps"] == 3 and metrics["sampler"]["nfe"] == 5
     config = json.loads((digits_run / "config.json").read_text())
-    assert config["objective"]["name"] == "flux" and config["objective"]["noise"]["kind"] == "edm" and config["field"]["type"] == "edm"
+    assert config["objective"]["name"] == "flux" and config["objective"]["noise"]["kind"] == "edm" and config["field"]["type"] == "edm_split"
     assert config["run"]["objective"]["noise"] == "annealed" and config["run"]["data"]["kind"] == "images"
     samples = np.load(digits_run / "samples.npy")
     assert samples.shape == (40, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16
@@ -97,12 +97,30 @@ def test_gradient_estimator_with_langevin_dynamics_trains_on_images(tmp_path, ca
 
 def test_fixed_sigma_images_sample_by_langevin(tmp_path, cache):
     out = tmp_path / "fixed"
-    argv = ["train", "--data", "digits", "--noise", "fixed", "--sigma", "0.3", "--out", str(out), *TINY[:-5], "--sample-steps", "20", "--no-progress"]
+    argv = ["train", "--data", "digits", "--objective", "dsm", "--noise", "fixed", "--sigma", "0.3", "--out", str(out), *TINY[:-5], "--sample-steps", "20", "--no-progress"]
     assert run_cli(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["sampler"]["method"] == "langevin" and metrics["noise"] == "fixed" and "nll_bits_per_dim" not in metrics
     samples = np.load(out / "samples.npy")
     assert samples.shape == (40, 1, 8, 8) and samples.min() >= 0 and samples.max() <= 16
+
+
+def test_fixed_sigma_flux_on_64_entries_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "fixed-flux"
+    assert run_cli(["train", "--data", "digits", "--objective", "flux", "--noise", "fixed", "--out", str(out), *TINY[:-5], "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "holds its Langevin chains up to 32 entries per point; this data has 64" in err and "--noise annealed" in err
+    assert not (out / "model.safetensors").exists()
+
+
+def test_split_estimator_is_the_image_default_and_its_field_has_two_heads(tmp_path, cache):
+    out = tmp_path / "split"
+    assert run_cli(["train", "--data", "digits", "--out", str(out), *TINY]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["run"]["objective"]["estimator"] == "split" and config["field"]["type"] == "edm_split"
+    assert config["field"]["backbone"]["heads"] == 2 and config["objective"]["estimator"]["flux_decay"] == 0.1
+    log = (out / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"dsm", "flux_rms", "potential_fit"} <= set(log)
 
 
 def test_evaluate_prints_image_metrics(digits_run, capsys):

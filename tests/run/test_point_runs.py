@@ -30,7 +30,7 @@ def test_annealed_flux_on_points_writes_a_run(annealed_flux):
     assert metrics["noise"] == "annealed" and metrics["sampler"]["method"] == "heun" and metrics["sampler"]["nfe"] == 11
     assert np.isfinite(metrics["w2"]) and metrics["mean_abs_curl"] is None
     config = json.loads((out / "config.json").read_text())
-    assert config["field"]["type"] == "edm" and config["field"]["backbone"]["conditioning"] == "sigma"
+    assert config["field"]["type"] == "edm_split" and config["field"]["backbone"]["conditioning"] == "sigma"
     assert np.load(out / "samples.npy").shape == (120, 2)
     for name in ("samples.png", "loss.png", "metrics.json"):
         assert (out / name).is_file()

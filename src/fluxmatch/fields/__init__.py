@@ -19,7 +19,7 @@ from .dag import DAGField, check_dag, dependency_mask, parse_graph, transitive_c
 from .guidance import ClassifierFreeGuidance, drop_labels, guided
 from .mlp import MLPField, MLPPotential
 from .potentials import potential_for
-from .precond import EDMPreconditioned, MLPScalar, PreconditionedPotential, UNetScalar
+from .precond import EDMPreconditioned, EDMSplit, MLPScalar, PreconditionedPotential, ScoreFixed, UNetScalar
 from .transformer import TransformerField
 from .unet import UNET_PRESETS, UNet
 
@@ -67,6 +67,7 @@ FIELD_TYPES = {
     "mlp_potential": MLPPotential,
     "unet": UNet,
     "edm": EDMPreconditioned,
+    "edm_split": EDMSplit,
     "mlp_scalar": MLPScalar,
     "edm_potential": PreconditionedPotential,
     "unet_scalar": UNetScalar,
@@ -95,6 +96,8 @@ __all__ = [
     "UNet",
     "UNET_PRESETS",
     "EDMPreconditioned",
+    "EDMSplit",
+    "ScoreFixed",
     "MLPScalar",
     "PreconditionedPotential",
     "UNetScalar",

@@ -19,8 +19,12 @@ class MLPField(nn.Module):
         hidden: widths of the hidden layers, e.g. (128, 128).
         conditioning: None (``c`` is ignored), "sigma" (``c`` is the noise level σ > 0, fed as
             ln σ / 4 as in EDM's c_noise) or "time" (``c`` is t ∈ [0, 1], fed as is).
+        heads: outputs per point in units of d: 1 gives a field shaped like ``x``; k > 1 gives
+            (B, k·d), head j in entries j·d … (j+1)·d − 1 (the two heads of
+            :class:`~fluxmatch.fields.precond.EDMSplit`).
 
-    Shapes: ``x`` (B, ...) with d entries per row; ``c`` a scalar or (B,) tensor; output like ``x``.
+    Shapes: ``x`` (B, ...) with d entries per row; ``c`` a scalar or (B,) tensor; output like ``x``
+    (one head).
 
     Example:
         >>> f = MLPField(2, (128, 128))
@@ -28,10 +32,11 @@ class MLPField(nn.Module):
         torch.Size([5, 2])
     """
 
-    def __init__(self, dim: int, hidden: tuple[int, ...] = (128, 128), conditioning: str | None = None) -> None:
+    def __init__(self, dim: int, hidden: tuple[int, ...] = (128, 128), conditioning: str | None = None, heads: int = 1) -> None:
         super().__init__()
-        if dim < 1:
-            raise FluxMatchError(f"field dimension must be positive, got {dim}")
+        if dim < 1 or heads < 1:
+            raise FluxMatchError(f"field dimension and heads must be positive, got dim {dim}, heads {heads}")
+        self.heads = int(heads)
         if conditioning not in CONDITIONINGS:
             raise FluxMatchError(f"unknown conditioning {conditioning!r}: expected one of {CONDITIONINGS}")
         self.dim = int(dim)
@@ -41,13 +46,14 @@ class MLPField(nn.Module):
         layers: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(a, b), nn.SiLU()]
-        layers.append(nn.Linear(widths[-1], self.dim))
+        layers.append(nn.Linear(widths[-1], self.heads * self.dim))
         self.net = nn.Sequential(*layers)
 
     @property
     def config(self) -> dict:
         """What :func:`fluxmatch.fields.build_field` needs to rebuild this field."""
-        return {"type": "mlp", "dim": self.dim, "hidden": list(self.hidden), "conditioning": self.conditioning}
+        heads = {"heads": self.heads} if self.heads != 1 else {}
+        return {"type": "mlp", "dim": self.dim, "hidden": list(self.hidden), "conditioning": self.conditioning, **heads}
 
     def _inputs(self, x: torch.Tensor, c) -> torch.Tensor:
         flat = x.reshape(x.shape[0], -1)
@@ -64,7 +70,8 @@ class MLPField(nn.Module):
         return flat
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | float | None = None) -> torch.Tensor:
-        return self.net(self._inputs(x, c)).reshape(x.shape)
+        out = self.net(self._inputs(x, c))
+        return out.reshape(x.shape) if self.heads == 1 else out
 
     def forward_and_jvp(self, x: torch.Tensor, c, tangents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """f(x) and the Jacobian-vector products (∂f/∂x) t_k, by forward-mode propagation.
@@ -78,6 +85,8 @@ class MLPField(nn.Module):
             f(x) shaped like x, and (B, k, d) products. Both are differentiable in x, which is
             what makes ∇(∇·f) cost one backward pass instead of d + 1.
         """
+        if self.heads != 1:
+            raise FluxMatchError(f"forward-mode products need a one-headed field; this MLP has {self.heads} heads")
         h = self._inputs(x, c)
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
         t = tangents @ linears[0].weight[:, : self.dim].T

@@ -100,6 +100,104 @@ class EDMPreconditioned(_EDMWrapped):
         return -x / (s.square() + self.sigma_data**2) + (c_out / s.square()) * out
 
 
+class EDMSplit(EDMPreconditioned):
+    """A σ-conditioned field in two parts, ``f = s_θ + w_θ``: a score head and a flux head.
+
+        s_θ(x, σ) = −x/(σ² + σ_d²) + (c_out/σ²) F_s,      w_θ(x, σ) = (c_out/σ²) F_w,
+
+    with (F_s, F_w) the two heads of one backbone that shares its trunk (a
+    :class:`~fluxmatch.fields.unet.UNet` or :class:`~fluxmatch.fields.MLPField` built with
+    ``heads=2``), so the field costs one backbone pass. The split estimator
+    (:class:`~fluxmatch.objectives.estimators.SplitEstimator`) trains s_θ by denoising score
+    matching and w_θ by Flux Matching; the sum is the field every sampler sees. The flux head
+    starts at zero, so an untrained field is the score head alone.
+
+    Args:
+        backbone: a two-headed backbone (module or config dict), called like
+            :class:`EDMPreconditioned`'s; its output holds F_s then F_w (channels or entries).
+        sigma_data: σ_d, as in :class:`EDMPreconditioned`.
+
+    Shapes: x (B, ...) model units; σ a scalar or (B,) tensor; both parts and the field shaped like x.
+
+    Example:
+        >>> field = EDMSplit(MLPField(2, (16,), conditioning="sigma", heads=2))
+        >>> score, flux = field.parts(torch.randn(4, 2), torch.full((4,), 0.5))
+        >>> float(flux.abs().max())
+        0.0
+    """
+
+    def __init__(self, backbone, sigma_data: float = 0.5) -> None:
+        super().__init__(backbone, sigma_data)
+        if int(getattr(self.backbone, "heads", 1)) != 2:
+            raise FluxMatchError(f"a split field needs a backbone with two heads (heads=2), got {type(self.backbone).__name__} with {getattr(self.backbone, 'heads', 1)}")
+        _zero_second_head(self.backbone)
+
+    @property
+    def config(self) -> dict:
+        return {"type": "edm_split", "backbone": self.backbone.config, "sigma_data": self.sigma_data}
+
+    def _backbone(self, x: torch.Tensor, s: torch.Tensor, labels):
+        c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
+        cond = self._noise_input(s, c_noise)
+        args = (c_in * x, cond) if labels is None else (c_in * x, cond, labels)
+        out = self.backbone(*args)
+        if out.numel() != 2 * x.numel():
+            raise FluxMatchError(f"a two-headed backbone returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
+        heads = out.reshape(x.shape[0], 2, -1)
+        return c_skip, c_out, (heads[:, 0].reshape(x.shape), heads[:, 1].reshape(x.shape))
+
+    def parts(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(s_θ, w_θ), each shaped like x (units 1/model units), from one backbone pass."""
+        s = _sigma_column(sigma, x)
+        _, c_out, (score, flux) = self._backbone(x, s, labels)
+        scale = c_out / s.square()
+        return -x / (s.square() + self.sigma_data**2) + scale * score, scale * flux
+
+    def denoise(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """x + σ² f(x, σ): the denoiser whose score is the whole field (model units)."""
+        return x + _sigma_column(sigma, x).square() * self(x, sigma, labels)
+
+    def forward(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None) -> torch.Tensor:
+        score, flux = self.parts(x, sigma, labels)
+        return score + flux
+
+
+class ScoreFixed(nn.Module):
+    """A view of an :class:`EDMSplit` field whose score head is held fixed: ``sg(s_θ) + w_θ``.
+
+    What the split estimator hands to design terms (a fast-mixing or rotation reward), so that
+    they shape the flux head and leave the score head to denoising score matching. Shares the
+    field's parameters; called like the field.
+    """
+
+    def __init__(self, field: EDMSplit) -> None:
+        super().__init__()
+        self.field = field
+
+    @property
+    def n_classes(self) -> int:
+        return self.field.n_classes
+
+    def forward(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None) -> torch.Tensor:
+        score, flux = self.field.parts(x, sigma, labels)
+        return score.detach() + flux
+
+
+def _zero_second_head(backbone: nn.Module) -> None:
+    """Zero the output weights of a two-headed backbone's second head (a UNet's last channels,
+    an MLPField's last entries), so that the flux head starts at w = 0."""
+    last = getattr(backbone, "conv_out", None)
+    if last is None and isinstance(getattr(backbone, "net", None), nn.Sequential):
+        last = backbone.net[-1]
+    if not isinstance(last, (nn.Conv2d, nn.Linear)):
+        raise FluxMatchError(f"cannot find the output layer of a {type(backbone).__name__} backbone to start its flux head at zero")
+    half = last.weight.shape[0] // 2
+    with torch.no_grad():
+        last.weight[half:].zero_()
+        if last.bias is not None:
+            last.bias[half:].zero_()
+
+
 class MLPScalar(nn.Module):
     """A scalar network G(y, c_noise[, labels]) → (B,) on flattened inputs (SiLU MLP).
 

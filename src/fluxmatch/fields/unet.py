@@ -86,9 +86,12 @@ class UNet(nn.Module):
         n_classes: 0 for an unconditional backbone; else labels 0..n_classes−1 and the null
             label ``n_classes`` (classifier-free guidance) are embedded and added.
         emb_dim: width of the noise/class embedding (default 4·channels).
+        heads: output maps per input channel: the output has ``heads · C`` channels, head k in
+            channels k·C … (k+1)·C − 1 (2: the score and flux heads of
+            :class:`~fluxmatch.fields.precond.EDMSplit`, sharing the trunk).
 
     Shapes: y (B, C, H, W) with H, W divisible by 2^(levels−1); c_noise (B,) or scalar (EDM:
-    ln σ / 4); labels (B,) long or None.
+    ln σ / 4); labels (B,) long or None. Output (B, heads·C, H, W).
     """
 
     def __init__(
@@ -102,10 +105,12 @@ class UNet(nn.Module):
         resolution: int = 8,
         n_classes: int = 0,
         emb_dim: int | None = None,
+        heads: int = 1,
     ) -> None:
         super().__init__()
-        if in_channels < 1 or channels < 1 or num_blocks < 1 or not channel_mult:
-            raise FluxMatchError("UNet sizes must be positive: in_channels, channels, num_blocks ≥ 1 and at least one channel multiplier")
+        if in_channels < 1 or channels < 1 or num_blocks < 1 or heads < 1 or not channel_mult:
+            raise FluxMatchError("UNet sizes must be positive: in_channels, channels, num_blocks, heads ≥ 1 and at least one channel multiplier")
+        self.heads = int(heads)
         self.in_channels, self.channels, self.num_blocks = int(in_channels), int(channels), int(num_blocks)
         self.channel_mult = tuple(int(m) for m in channel_mult)
         self.attn_resolutions = tuple(int(r) for r in attn_resolutions)
@@ -138,7 +143,7 @@ class UNet(nn.Module):
                 self.up.append(nn.Upsample(scale_factor=2, mode="nearest"))
                 res *= 2
         self.norm_out = nn.GroupNorm(_groups(c), c)
-        self.conv_out = nn.Conv2d(c, self.in_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(c, self.heads * self.in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -155,6 +160,7 @@ class UNet(nn.Module):
             "resolution": self.resolution,
             "n_classes": self.n_classes,
             "emb_dim": self.emb_dim,
+            **({"heads": self.heads} if self.heads != 1 else {}),
         }
 
     def _embedding(self, c_noise: torch.Tensor, labels: torch.Tensor | None, b: int) -> torch.Tensor:

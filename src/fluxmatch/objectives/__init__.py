@@ -13,9 +13,9 @@ from ..errors import FluxMatchError
 from .base import Objective, ObjectiveOutput
 from .design import DESIGN_TERMS, CurlTarget, FastMixing, JacobianSkew, JacobianSparsity, Rotation, WithDesign, design_terms, make_term
 from .dsm import DenoisingScoreMatching
-from .estimators import Estimator, HorizonEstimator, PotentialEstimator, make_estimator
+from .estimators import Estimator, HorizonEstimator, PotentialEstimator, SplitEstimator, make_estimator
 from .flow import FlowMatching
-from .flux import FluxMatching
+from .flux import MAX_FIXED_SIGMA_ENTRIES, FluxMatching, check_fixed_sigma_entries
 from .horizon import ExponentialHorizon, UniformHorizon
 from .legacy import AnnealedDSM, AnnealedFluxMatching, flux_from_legacy_config
 from .noise_levels import FixedSigma, LogNormal, LogUniform, NoiseDistribution, loss_weights, make_noise, make_sigma_distribution
@@ -50,12 +50,15 @@ __all__ = [
     "Objective",
     "ObjectiveOutput",
     "FluxMatching",
+    "MAX_FIXED_SIGMA_ENTRIES",
+    "check_fixed_sigma_entries",
     "FlowMatching",
     "DenoisingScoreMatching",
     "AnnealedFluxMatching",
     "AnnealedDSM",
     "Estimator",
     "PotentialEstimator",
+    "SplitEstimator",
     "HorizonEstimator",
     "make_estimator",
     "NoiseDistribution",

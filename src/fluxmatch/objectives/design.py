@@ -414,6 +414,7 @@ class WithDesign(Objective):
         x = check_batch(x)
         out = self.base(field, x, reference) if labels is None else self.base(field, x, reference, labels=labels)
         term_labels = labels if labels is not None and getattr(field, "n_classes", 0) else None
+        shaped = self.base.design_field(field) if callable(getattr(self.base, "design_field", None)) else field
         points = {}
         loss = out.loss
         logs = dict(out.terms)
@@ -422,7 +423,7 @@ class WithDesign(Objective):
             if shared not in points:
                 points[shared] = self.start_points(x, reference, shared)
             x0, cond = points[shared]
-            value = term(field, x0, cond, term_labels)
+            value = term(shaped, x0, cond, term_labels)
             loss = loss + weight * value
             logs[name] = float(value.detach().mean())
         return ObjectiveOutput(loss, logs)

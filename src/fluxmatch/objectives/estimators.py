@@ -60,6 +60,11 @@ class Estimator(ABC):
     def resolve(self, noise: NoiseDistribution) -> None:
         """Fill in the defaults that depend on the noise (called once, by the objective)."""
 
+    def design_field(self, field):
+        """The field design terms are evaluated on (the field itself, unless the estimator
+        trains only part of it by Flux Matching)."""
+        return field
+
 
 class PotentialEstimator(Estimator):
     """The dual form of J = E|∇φ|²: a potential g_ψ fits −∇φ by regression, the field follows ∇g_ψ.
@@ -210,6 +215,90 @@ class PotentialEstimator(Estimator):
         return fit, surrogate, terms
 
 
+class SplitEstimator(PotentialEstimator):
+    """Denoising score matching for the score head, Flux Matching for the flux head: ``f = s_θ + w_θ``.
+
+    The field is an :class:`~fluxmatch.fields.EDMSplit` (one backbone, two heads). Per row,
+
+        dsm  = a(σ) |s_θ(x0) − s(x0)|²,
+        fit  = a(σ) |v + sg(f(x0)) − s(x0)|²,                 v = ∇g(x0, σ),
+        surrogate = −2 (a/τ) w_θ(x0) · sg(v),
+
+    the potential g fitting −∇φ as in :class:`PotentialEstimator`, but only the flux head
+    following it. The minimisers are those of Flux Matching: DSM makes s_θ = s, and J(f) = 0
+    then asks P_grad(w_θ) = 0, so f ranges over s plus every flux that leaves p_σ stationary.
+    What it changes is the conditioning: the score, which carries the samples' detail, is learned
+    by the field's own network from a regression target, not from the potential's gradient; the
+    potential only has to find the gradient part of the small residual f − s. Design terms
+    (:mod:`~fluxmatch.objectives.design`) act on the flux head (:meth:`design_field`).
+
+    Args: as :class:`PotentialEstimator` (the field's learning-rate scale defaults to 1: the
+    score head learns at DSM's rate; the potential's to 20), and
+
+        flux_decay: λ ≥ 0 of a ridge ``λ a(σ) |w_θ|²`` on the flux head. Flux Matching leaves
+            the divergence-free part free, so nothing pulls back what the potential's errors
+            push into it; the ridge does, and selects the least flux that the design terms ask for.
+
+    Example:
+        >>> objective = FluxMatching(noise="edm", estimator="split")
+        >>> field = EDMSplit(MLPField(2, (16,), conditioning="sigma", heads=2))
+        >>> out = objective(field, torch.randn(64, 2))
+        >>> sorted(out.terms)
+        ['dsm', 'flux_estimate', 'flux_rms', 'potential_fit', 'surrogate']
+    """
+
+    kind = "split"
+    takes_extras = False
+
+    def __init__(self, *args, flux_decay: float = 0.1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.flux_decay = float(flux_decay)
+        if not (math.isfinite(self.flux_decay) and self.flux_decay >= 0):
+            raise FluxMatchError(f"flux_decay must be a finite number ≥ 0, got {flux_decay!r}")
+
+    @property
+    def config(self) -> dict:
+        return {**super().config, "flux_decay": self.flux_decay}
+
+    def resolve(self, noise: NoiseDistribution) -> None:
+        """Learning-rate scales: 1 for the field (its score head is trained like DSM's), 20 for the potential."""
+        if noise.is_fixed:
+            raise FluxMatchError("the split estimator trains over a continuum of σ (its score head is noise-annealed DSM); use noise='edm' or the potential estimator at a fixed σ")
+        self.field_lr_scale = 1.0 if self.field_lr_scale is None else self.field_lr_scale
+        self.potential_lr_scale = 20.0 if self.potential_lr_scale is None else self.potential_lr_scale
+        self.legacy_horizon_sampler = None
+
+    def losses(self, field, x0: torch.Tensor, target: torch.Tensor, sigma: torch.Tensor, labels, extras: dict, weights) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The (B,) regression losses (DSM of the score head plus the potential's fit) and the (B,)
+        flux head's surrogate at start points x0 (B, ...); arguments as :meth:`PotentialEstimator.losses`."""
+        if extras:
+            raise FluxMatchError(f"the split estimator does not pass batch extras ({', '.join(extras)}) to the field; use estimator='potential'")
+        if not callable(getattr(field, "parts", None)):
+            raise FluxMatchError(f"the split estimator needs a field with a score and a flux head (fluxmatch.fields.EDMSplit), got {type(field).__name__}")
+        a, tau = weights
+        score, flux = field.parts(x0, sigma, labels)
+        f0 = score.detach() + flux
+        v = self.potential.gradient(x0, sigma) if labels is None else self.potential.gradient(x0, sigma, labels)
+        dsm = rowsum((score - target).square()) * a
+        fit = rowsum((v + f0.detach() - target).square()) * a
+        ridge = rowsum(flux.square()) * a * self.flux_decay
+        surrogate = -2.0 * rowsum(flux * v.detach()) * a / tau
+        terms = {
+            "dsm": float(dsm.detach().mean()),
+            "flux_rms": float(flux.detach().square().mean().sqrt()),
+            "surrogate": float(surrogate.detach().mean()),
+            "potential_fit": float(fit.detach().mean()),
+            "flux_estimate": float((rowsum(v.detach().square()) * a / tau).mean()),
+        }
+        return dsm + fit + ridge, surrogate, terms
+
+    def design_field(self, field):
+        """The field design terms see: the flux head with the score head held fixed."""
+        from ..fields import ScoreFixed
+
+        return ScoreFixed(field) if callable(getattr(field, "parts", None)) else field
+
+
 class HorizonEstimator(Estimator):
     """The finite-horizon estimators: per start point x0 ~ p_σ and horizon t ~ q on [0, H],
 
@@ -342,14 +431,14 @@ class HorizonEstimator(Estimator):
 
 
 HORIZON_KINDS = ("product", "gradient")
-ESTIMATORS = ("potential", *HORIZON_KINDS)
+ESTIMATORS = ("potential", "split", *HORIZON_KINDS)
 
 
 def _options(cls) -> tuple[str, ...]:
     return tuple(name for name in inspect.signature(cls).parameters if name != "kind")
 
 
-ESTIMATOR_OPTIONS = {"potential": _options(PotentialEstimator), "product": _options(HorizonEstimator), "gradient": _options(HorizonEstimator)}
+ESTIMATOR_OPTIONS = {"potential": _options(PotentialEstimator), "split": (*_options(PotentialEstimator), "flux_decay"), "product": _options(HorizonEstimator), "gradient": _options(HorizonEstimator)}
 
 
 def make_estimator(spec, **options) -> Estimator:
@@ -381,4 +470,6 @@ def make_estimator(spec, **options) -> Estimator:
             if not takers:
                 raise FluxMatchError(f"unknown option {name!r} of the {kind} flux estimator: it takes {', '.join(ESTIMATOR_OPTIONS[kind])}")
             raise FluxMatchError(f"{name} applies to the {' and '.join(takers)} estimator{'s' if len(takers) > 1 else ''}, not {kind}")
-    return PotentialEstimator(**config) if kind == "potential" else HorizonEstimator(kind, **config)
+    if kind in ("potential", "split"):
+        return (PotentialEstimator if kind == "potential" else SplitEstimator)(**config)
+    return HorizonEstimator(kind, **config)

@@ -8,8 +8,8 @@ import torch
 
 from ..config import RunSpec, conditioning_of
 from ..errors import FluxMatchError
-from ..fields import UNET_PRESETS, DAGField, EDMPreconditioned, MLPField, TransformerField, UNet, parse_graph
-from ..objectives import DenoisingScoreMatching, FlowMatching, FluxMatching, WithDesign, design_terms
+from ..fields import UNET_PRESETS, DAGField, EDMPreconditioned, EDMSplit, MLPField, TransformerField, UNet, parse_graph
+from ..objectives import DenoisingScoreMatching, FlowMatching, FluxMatching, WithDesign, check_fixed_sigma_entries, design_terms
 
 IMAGE_SIGMA_DATA = 0.5  # images in [−1, 1] (EDM's σ_data)
 
@@ -25,10 +25,13 @@ def build_field(spec: RunSpec, source) -> torch.nn.Module:
     MLP: plain (fixed σ), t-conditioned (flow) or EDM-preconditioned and σ-conditioned
     (noise-annealed; σ_data the data's RMS). Transformer (trajectories) and DAG-masked MLP
     (points): the same three forms. UNet: EDM-preconditioned (σ_data 0.5) at any noise,
-    class-conditional on request.
+    class-conditional on request. With the split flux estimator the noise-annealed MLP or UNet
+    has two heads and the field is an :class:`~fluxmatch.fields.EDMSplit` (score + flux).
     """
     f = spec.field
     conditioning = conditioning_of(spec)
+    split = spec.objective.name == "flux" and spec.objective.estimator == "split"
+    wrap, heads = (EDMSplit, 2) if split else (EDMPreconditioned, 1)
     n_classes = 0
     if f.class_conditional:
         n_classes = int(source.n_classes or 0)
@@ -44,13 +47,13 @@ def build_field(spec: RunSpec, source) -> torch.nn.Module:
             return MLPField(d, f.hidden)
         if conditioning == "time":
             return MLPField(d, f.hidden, conditioning="time")
-        return EDMPreconditioned(MLPField(d, f.hidden, conditioning="sigma"), sigma_data=data_scale(source.data))
+        return wrap(MLPField(d, f.hidden, conditioning="sigma", heads=heads), sigma_data=data_scale(source.data))
     if len(source.dim) != 3:
         raise FluxMatchError(f"--unet applies to image data (N, C, H, W); {spec.data.spec} has points of shape {tuple(source.dim)}")
     if f.preset not in UNET_PRESETS:
         raise FluxMatchError(f"unknown UNet preset {f.preset!r}: expected one of {', '.join(UNET_PRESETS)}")
-    unet = UNet(in_channels=int(source.dim[0]), n_classes=n_classes, **UNET_PRESETS[f.preset])
-    return EDMPreconditioned(unet, sigma_data=IMAGE_SIGMA_DATA)
+    unet = UNet(in_channels=int(source.dim[0]), n_classes=n_classes, heads=heads, **UNET_PRESETS[f.preset])
+    return wrap(unet, sigma_data=IMAGE_SIGMA_DATA)
 
 
 def _structured_field(spec: RunSpec, source, conditioning: str) -> torch.nn.Module:
@@ -102,6 +105,8 @@ def build_objective(spec: RunSpec, field: torch.nn.Module, source):
     o = spec.objective
     if o.name == "flow":
         return _objective(FlowMatching, "flow", path=o.path, coupling=o.coupling, **o.options)
+    if o.name == "flux" and o.noise == "fixed":
+        check_fixed_sigma_entries(math.prod(source.dim))
     n_classes = int(source.n_classes or 0) if spec.field.class_conditional else 0
     objective = _noise_objective(spec)
     if getattr(objective, "target", "batch") == "training_set":
