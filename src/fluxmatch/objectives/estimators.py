@@ -1,8 +1,9 @@
 """The estimators of the flux objective's gradient ∂J/∂θ (docs/MATH.md §2–3).
 
-:class:`PotentialEstimator` (the default) uses the dual form of J: a scalar potential g learns
-∇g ≈ −∇φ, the gradient part of u = f − s, by regression, and the field follows ∇g; one σ per
-row, no horizon. :class:`HorizonEstimator` ("product", "gradient") integrates the reference
+:class:`PotentialEstimator` (the default at a fixed σ) uses the dual form of J: a scalar potential
+g learns ∇g ≈ −∇φ, the gradient part of u = f − s, by regression, and the field follows ∇g; one σ
+per row, no horizon. :class:`SplitEstimator` (the default of noise-annealed runs) trains the score
+head of a two-headed field by DSM and its flux head by the same potential, with a ridge. :class:`HorizonEstimator` ("product", "gradient") integrates the reference
 dynamics' correlations up to a horizon H, MATH.md eq. (4); the batch shares one σ because it
 shares the reference. Each estimator holds its own options; :class:`~fluxmatch.objectives.FluxMatching`
 draws σ, builds the start points and weighs and normalises what the estimator returns.
