@@ -130,9 +130,17 @@ def initialise(device: str = "auto") -> Context:
 
 
 def shutdown() -> None:
-    """Leave the process group, if one was joined."""
+    """Leave the process group, if one was joined: all ranks together.
+
+    A barrier first, so that no rank tears down its gloo connections while another still uses
+    them (rank 0 evaluates after training while the others wait): a rank that left early could
+    abort in gloo's threads ("terminate called without an active exception"). A rank that
+    crashed is not waited for: torchrun stops the others when one fails."""
     dist = _dist()
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            with contextlib.suppress(RuntimeError):  # a peer is gone: nothing left to wait for
+                dist.barrier()
         dist.destroy_process_group()
 
 
