@@ -34,6 +34,9 @@ from torch import nn
 from ..errors import FluxMatchError, check_integer
 
 VARIANTS = ("kinetic", "regulatory")
+#: the largest log rate: state-dependent log rates are clamped here so that e^log stays finite in
+#: float32 (e^88.7 overflows); e^60 ≈ 1e26 per unit time is far beyond any splicing kinetics
+MAX_LOG_RATE = 60.0
 
 
 class KineticField(nn.Module):
@@ -105,6 +108,7 @@ class KineticField(nn.Module):
         if self.state_rank:
             z = torch.tanh(s_unit @ self.state_directions)
             log_beta, log_gamma = log_beta + z @ self.state_beta, log_gamma + z @ self.state_gamma
+        log_beta, log_gamma = log_beta.clamp(max=MAX_LOG_RATE), log_gamma.clamp(max=MAX_LOG_RATE)
         return {
             "alpha": self.log_alpha_scale.exp() * F.softplus(pre) + self.min_rate,
             "beta": log_beta.exp() + self.min_rate,
