@@ -83,10 +83,13 @@ class EDMPreconditioned(_EDMWrapped):
         c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
         cond = self._noise_input(s, c_noise)
         args = (c_in * x, cond) if labels is None else (c_in * x, cond, labels)
-        out = self.backbone(*args)
+        return c_skip, c_out, self._heads(self.backbone(*args), x)
+
+    def _heads(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's output, checked to be shaped like x."""
         if out.shape != x.shape:
             raise FluxMatchError(f"the backbone returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
-        return c_skip, c_out, out
+        return out
 
     def denoise(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None) -> torch.Tensor:
         """D(x, σ): the denoised estimate of the clean image, shaped like x (model units)."""
@@ -136,15 +139,12 @@ class EDMSplit(EDMPreconditioned):
     def config(self) -> dict:
         return {"type": "edm_split", "backbone": self.backbone.config, "sigma_data": self.sigma_data}
 
-    def _backbone(self, x: torch.Tensor, s: torch.Tensor, labels):
-        c_skip, c_out, c_in, c_noise = edm_coefficients(s, self.sigma_data)
-        cond = self._noise_input(s, c_noise)
-        args = (c_in * x, cond) if labels is None else (c_in * x, cond, labels)
-        out = self.backbone(*args)
+    def _heads(self, out: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(F_s, F_w), each shaped like x, from a two-headed backbone's output."""
         if out.numel() != 2 * x.numel():
             raise FluxMatchError(f"a two-headed backbone returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}")
         heads = out.reshape(x.shape[0], 2, -1)
-        return c_skip, c_out, (heads[:, 0].reshape(x.shape), heads[:, 1].reshape(x.shape))
+        return heads[:, 0].reshape(x.shape), heads[:, 1].reshape(x.shape)
 
     def parts(self, x: torch.Tensor, sigma, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(s_θ, w_θ), each shaped like x (units 1/model units), from one backbone pass."""
